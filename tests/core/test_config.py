@@ -1,0 +1,97 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from tether.core.config import (ConfigError, check, field_docs, from_dict, help_text, override, parse_args,
+                                to_dict)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    clip_low: float = 0.2
+    """Lower PPO clip epsilon."""
+    clip_high: float = 0.28
+    """Upper clip epsilon (clip-higher)."""
+    mode: Literal["token_mean_global", "seq_mean_token_mean"] = "token_mean_global"
+    """Aggregation mode."""
+
+    def __post_init__(self):
+        check(self.clip_low <= self.clip_high, "loss.clip_low", self.clip_low, f"<= clip_high={self.clip_high}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str = "runs/x"
+    """Run directory."""
+    seed: int = 0
+    """Seed."""
+    json: bool = False
+    """Print JSON."""
+    budget: float | None = None
+    """Optional budget."""
+    ks: tuple[int, ...] = (1, 8)
+    """k values for pass@k."""
+
+
+@dataclass(frozen=True)
+class TopConfig:
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Loss section."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Run section."""
+    group_size: int = 8
+    """Completions per prompt."""
+
+    def __post_init__(self):
+        check(self.group_size >= 2, "group_size", self.group_size, "an int >= 2 (advantages need a group)")
+
+
+def test_field_docs():
+    assert field_docs(LossConfig)["clip_high"] == "Upper clip epsilon (clip-higher)."
+
+
+def test_parse_dotted_and_bool_and_hyphens():
+    cfg = parse_args(TopConfig, ["--loss.clip_high", "0.3", "--run.json", "--group-size=4", "--run.ks", "1,4,16"])
+    assert cfg.loss.clip_high == 0.3 and cfg.run.json is True and cfg.group_size == 4 and cfg.run.ks == (1, 4, 16)
+    assert parse_args(TopConfig, ["--run.no-json"]).run.json is False
+    assert parse_args(TopConfig, ["--run.budget", "none"]).run.budget is None
+    assert parse_args(TopConfig, ["--run.budget", "0.5"]).run.budget == 0.5
+
+
+def test_unknown_key_names_field_and_suggests():
+    with pytest.raises(ConfigError, match="unknown config field 'loss.clip_hgh'; did you mean 'loss.clip_high'"):
+        parse_args(TopConfig, ["--loss.clip_hgh", "0.3"])
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--loss.clip_high", "abc"], r"'loss.clip_high': got 'abc', expected a float"),
+    (["--group_size", "1.5"], r"'group_size': got '1.5', expected an int"),
+    (["--loss.mode", "mean"], r"'loss.mode': got 'mean', expected one of 'token_mean_global'"),
+    (["--group_size", "1"], r"'group_size': got 1, expected an int >= 2"),
+    (["--loss.clip_low", "0.5"], r"'loss.clip_low': got 0.5, expected <= clip_high=0.28"),
+    (["--loss.clip_high"], r"needs a value"),
+])
+def test_bad_values_fail_naming_field_value_and_allowed(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_args(TopConfig, argv)
+
+
+def test_json_round_trip_exact():
+    cfg = override(TopConfig(), {"loss.clip_high": 0.4, "run.ks": "2,3", "run.budget": "1e-3"})
+    assert from_dict(TopConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="unknown config field 'run.sed'"):
+        from_dict(TopConfig, {"run": {"sed": 1}})
+
+
+def test_presets_then_overrides():
+    presets = {"small": lambda: TopConfig(group_size=4)}
+    cfg = parse_args(TopConfig, ["--preset", "small", "--loss.clip_high", "0.5"], presets=presets)
+    assert cfg.group_size == 4 and cfg.loss.clip_high == 0.5
+    with pytest.raises(ConfigError, match="unknown preset 'big'; expected one of \\['small'\\]"):
+        parse_args(TopConfig, ["--preset", "big"], presets=presets)
+
+
+def test_help_from_docstrings():
+    text = help_text(TopConfig, prog="tether x")
+    assert "--loss.clip_high" in text and "Upper clip epsilon (clip-higher)." in text and "default: 0.28" in text

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tether.cli import FAMILIES, main
+
+
+def test_version_and_help_list_commands(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("tether 0.")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ["coherence", "lm", "flow", "report", "demo"]:
+        assert f"  {name} " in out
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "tether.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "report" in out.stdout
+
+
+def test_every_subcommand_has_help_from_field_docs(capsys):
+    from tether.cli import _top_commands, family_commands
+    from tether.core.config import field_docs, leaf_fields
+
+    commands = [([c.name], c) for c in _top_commands()]
+    for fam in FAMILIES:
+        commands += [([fam, c.name], c) for c in family_commands(fam) or []]
+    for argv, cmd in commands:
+        assert main(argv + ["--help"]) == 0
+        out = capsys.readouterr().out
+        for path, (_, owner, name) in leaf_fields(cmd.config).items():
+            doc = field_docs(owner).get(name)
+            assert doc, f"{' '.join(argv)}: field {path} has no docstring"
+            assert doc in out
+
+
+def test_bad_flag_is_a_clear_error(capsys):
+    assert main(["demo", "--sectons", "core"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config field 'sectons'; did you mean 'sections'" in err
+    assert main(["demo", "--sections", "core,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["nonsense"]) == 2
+
+
+def _synthetic_run(path, lr, seed):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"optim": {"lr": lr}, "seed": seed}))
+    rows = [{"step": s, "loss/policy": 1.0 / s + seed * 0.01, "reward/mean": s * lr} for s in range(1, 11)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "eval.jsonl").write_text(json.dumps({"step": 10, "eval/accuracy": lr}) + "\n")
+
+
+def test_report_on_synthetic_run_dirs(tmp_path, capsys):
+    runs = []
+    for lr in (0.1, 0.2):
+        for seed in (0, 1):
+            _synthetic_run(tmp_path / f"lr{lr}_seed{seed}", lr, seed)
+            runs.append(str(tmp_path / f"lr{lr}_seed{seed}"))
+    assert main(["report", *runs, "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "rep" / "eval_curves.png").exists()
+    assert "| optim.lr | 0.1 | 0.1 | 0.2 | 0.2 |" in md  # config diff between runs
+    assert "reward/mean" in md and "| lr0.2_seed1 | 10 |" in md
+
+
+def test_report_rejects_non_run_dirs(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not run directories" in capsys.readouterr().err
+
+
+def test_plot_groups_seeds(tmp_path):
+    from tether.core.plots import group_runs
+
+    for lr in (0.1, 0.2):
+        for seed in (0, 1, 2):
+            _synthetic_run(tmp_path / f"lr{lr}_seed{seed}", lr, seed)
+    groups = group_runs(sorted(tmp_path.iterdir()))
+    assert sorted(groups) == ["lr=0.1", "lr=0.2"] and all(len(v) == 3 for v in groups.values())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_placeholder_or_commands(family, capsys):
+    assert main([family, "--help"]) == 0
+    assert capsys.readouterr().out

@@ -1,0 +1,144 @@
+"""One directory per run: the replayable config, the environment, metrics, evals, samples and checkpoints.
+
+Layout:
+    config.json              resolved config (exact dataclass dump); replays the run
+    env.json                 git sha + dirty flag, versions, seed, threads, command line
+    metrics.jsonl            one object per logged step: {"step": int, "<ns>/<key>": float, ...}
+    eval.jsonl               same, for evaluations
+    samples/step_XXXXXXX.jsonl
+    checkpoints/step_XXXXXXX/
+    tb/                      TensorBoard event files (optional)
+
+Does not own what is logged or when; the trainer decides. Every jsonl line is written and flushed whole,
+so a crash leaves at worst a run that `--resume` can continue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tether import __version__
+from tether.core.checkpoint import latest_checkpoint
+from tether.core.config import to_dict
+
+__all__ = ["RunDir", "git_info", "read_jsonl"]
+
+
+def git_info() -> dict[str, Any]:
+    """Git sha and dirty flag of the tether source tree (None outside a checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        return {"git_sha": sha, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a jsonl file; a truncated last line (crash mid-write) is ignored."""
+    rows = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class RunDir:
+    def __init__(self, path: str | Path, tensorboard: bool = False) -> None:
+        self.path = Path(path)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency
+
+            self._tb = SummaryWriter(str(self.path / "tb"))
+
+    @classmethod
+    def create(cls, path: str | Path, config: Any, *, seed: int, tensorboard: bool = False,
+               overwrite: bool = False) -> RunDir:
+        """Start a fresh run. Refuses to mix two runs in one directory unless `overwrite`."""
+        path = Path(path)
+        if (path / "metrics.jsonl").exists() and not overwrite:
+            raise FileExistsError(f"run directory {path} already holds a run; pass --run.resume to continue "
+                                  "it or choose another --run.dir")
+        path.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            (path / name).unlink(missing_ok=True)
+        run = cls(path, tensorboard)
+        run._write_json("config.json", to_dict(config))
+        run._write_json("env.json", {
+            **git_info(), "tether": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "seed": seed,
+            "torch_threads": torch.get_num_threads(), "argv": sys.argv,
+        })
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path, tensorboard: bool = False) -> RunDir:
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
+        return cls(path, tensorboard)
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, self.path / name)
+
+    def config_dict(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self._append("metrics.jsonl", {"step": step, **metrics})
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, v, step)
+
+    def log_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self._append("eval.jsonl", {"step": step, **metrics})
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, v, step)
+
+    def write_jsonl(self, relpath: str, rows: list[dict[str, Any]]) -> Path:
+        p = self.path / relpath
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return p
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.path / "checkpoints" / f"step_{step:07d}"
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.path / "checkpoints")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop logged rows past `step` (what a killed run logged after its last checkpoint), before resuming."""
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step]
+            self.write_jsonl(name, rows)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

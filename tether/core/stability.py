@@ -1,0 +1,64 @@
+"""Small composable guards against non-finite losses and gradients.
+
+The trainer calls them explicitly in its step (STYLE.md 4.5): clip the gradient norm, then ask the guard
+whether the step may be applied. A non-finite loss or gradient norm skips the step and is counted
+(`grad/skipped_steps`); after `max_consecutive` skips in a row the run stops with an error that names
+the step and the last good checkpoint, instead of silently training on garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["NonFiniteError", "NonFiniteGuard", "clip_grad_norm"]
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float | None) -> Tensor:
+    """Global L2 grad norm before clipping (inf/nan propagate; nothing is clipped when max_norm is None)."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    if max_norm is None:
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=False)
+
+
+class NonFiniteGuard:
+    """Decide whether an optimizer step may be applied; count and limit consecutive skips."""
+
+    def __init__(self, max_consecutive: int = 5) -> None:
+        if max_consecutive < 1:
+            raise ValueError(f"max_consecutive={max_consecutive} must be >= 1")
+        self.max_consecutive = max_consecutive
+        self.skipped = 0
+        self.consecutive = 0
+
+    def ok(self, loss: Tensor, grad_norm: Tensor, *, step: int, last_checkpoint: Path | None = None) -> bool:
+        """True if loss and grad norm are finite. Syncs once (the skip decision needs the value)."""
+        finite = bool(torch.isfinite(loss).all() and torch.isfinite(grad_norm).all())
+        if finite:
+            self.consecutive = 0
+            return True
+        self.skipped += 1
+        self.consecutive += 1
+        if self.consecutive >= self.max_consecutive:
+            where = f"last good checkpoint: {last_checkpoint}" if last_checkpoint else "no checkpoint was saved yet"
+            raise NonFiniteError(
+                f"{self.consecutive} consecutive non-finite steps, the last at step {step} "
+                f"(loss={float(loss)}, grad_norm={float(grad_norm)}); {where}. "
+                "Lower the learning rate or check the inputs, then resume with --resume.")
+        return False
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
+
+    def load_state_dict(self, d: dict[str, int]) -> None:
+        self.skipped, self.consecutive = int(d["skipped"]), int(d["consecutive"])
