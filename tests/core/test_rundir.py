@@ -46,3 +46,17 @@ def test_progress_plain_lines_when_not_a_tty():
             p.update(loss=float(i))
     lines = buf.getvalue().splitlines()
     assert lines[-1].startswith("[train] 3/3") and "loss=2" in lines[-1]
+
+
+def test_run_config_creates_and_resumes(tmp_path):
+    from tether.core.rundir import RunConfig
+
+    cfg = ToyConfig()
+    run = RunDir.from_config(RunConfig(), cfg, default_dir=str(tmp_path / "default"))
+    assert (tmp_path / "default" / "config.json").exists()
+    again = RunDir.from_config(RunConfig(dir=str(run.path), resume=True), cfg, default_dir="unused")
+    assert again.path == run.path
+    with pytest.raises(ValueError, match="run.resume needs --run.dir"):
+        RunConfig(resume=True)
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        RunDir.from_config(RunConfig(dir=str(tmp_path / "missing"), resume=True), cfg, default_dir="")

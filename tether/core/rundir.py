@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -30,7 +32,7 @@ from tether import __version__
 from tether.core.checkpoint import latest_checkpoint
 from tether.core.config import to_dict
 
-__all__ = ["RunDir", "git_info", "read_jsonl"]
+__all__ = ["RunConfig", "RunDir", "git_info", "read_jsonl"]
 
 
 def git_info() -> dict[str, Any]:
@@ -58,6 +60,32 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The `run` section every trainer config nests: where the run lives and how it is logged."""
+
+    dir: str = ""
+    """Run directory (default: runs/<family>/<command>-<time>)."""
+    seed: int = 0
+    """Seed of every RNG stream of the run."""
+    resume: bool = False
+    """Continue the run in --run.dir from its last checkpoint (exact on CPU with fixed seeds)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to <run dir>/tb."""
+    log_every: int = 1
+    """Steps between metric flushes to metrics.jsonl."""
+    save_every: int = 0
+    """Steps between checkpoints (0 = only at the end)."""
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"run.log_every={self.log_every} must be >= 1")
+        if self.save_every < 0:
+            raise ValueError(f"run.save_every={self.save_every} must be >= 0")
+        if self.resume and not self.dir:
+            raise ValueError("run.resume needs --run.dir, the run to continue")
 
 
 class RunDir:
@@ -88,6 +116,13 @@ class RunDir:
             "torch_threads": torch.get_num_threads(), "argv": sys.argv,
         })
         return run
+
+    @classmethod
+    def from_config(cls, run: RunConfig, config: Any, default_dir: str) -> RunDir:
+        """Create the run directory of `config` (or reopen it with `run.resume`)."""
+        if run.resume:
+            return cls.open(run.dir, run.tensorboard)
+        return cls.create(run.dir or default_dir, config, seed=run.seed, tensorboard=run.tensorboard)
 
     @classmethod
     def open(cls, path: str | Path, tensorboard: bool = False) -> RunDir:
