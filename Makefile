@@ -1,6 +1,8 @@
 # The two README commands set themselves up on a fresh machine:
 #   make demo   -> .venv with torch==2.13.0 (CPU wheel first, so nothing pulls a CUDA build), then `tether demo`
 #   make test   -> same setup, then the default test suite (slow tests excluded)
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,8 +17,9 @@ export MPLBACKEND := Agg
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 -e ".[all,dev]"
+	# (the grep hides pip's harmless "extra index location ignored" warnings of this machine's pip config)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 -e ".[all,dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,135 @@
+"""The manifold-envelope lens of arXiv:2603.16578: training runs as trajectories in a 3-D phase space.
+
+The paper describes DTW clustering of token-entropy curves and convex-hull volumes of training trajectories in a
+"phase space" without defining the axes or the envelope; the definitions here are OUR operationalisation
+(intrinsic.md §3.2, tagged [R] there), not the paper's:
+
+  phase space   z_t = (mean token entropy, log mean length, mean reward) per step, each coordinate
+                standardised by the mean/std of the run's first `w0` steps (label-free).
+  envelope      the convex hull of a reference cloud: the pooled trajectories of reference runs (e.g.
+                ground-truth-reward runs), or the run's own first `w0` points.
+  per step      inside_frac (fraction of the last `window` points inside the envelope), hull_volume
+                (volume of the hull of the last `window` points), escape (largest facet violation of the
+                envelope: 0 inside; a lower bound of the Euclidean distance outside).
+  DTW           z-normalised mean-entropy curves, pairwise DTW, average-linkage clusters; open-end DTW
+                matches a running run's partial curve to finished ones.
+  hidden states participation ratio (sum l)^2 / sum l^2 of a probe set's pooled hidden states (our
+                extension, intrinsic.md §3.3; not the paper's method).
+
+Pure numpy/scipy; reads nothing and logs nothing. `tether lm lens` draws the pictures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial import ConvexHull, Delaunay, QhullError
+from scipy.spatial.distance import squareform
+
+__all__ = ["PHASE_KEYS", "phase_trajectory", "Envelope", "envelope_metrics", "hull_volume", "dtw",
+           "dtw_matrix", "open_end_dtw", "cluster_curves", "participation_ratio"]
+
+PHASE_KEYS = ("rollout/entropy_mean", "rollout/length_mean", "reward/mean")
+
+
+def phase_trajectory(rows: list[dict[str, float]], keys: tuple[str, ...] = PHASE_KEYS, w0: int = 10,
+                     log_axes: tuple[int, ...] = (1,)) -> np.ndarray:
+    """(T, len(keys)) trajectory from metrics rows, standardised by the first `w0` rows.
+
+    Rows missing a key are skipped. Axes in `log_axes` are log-transformed first (length is multiplicative).
+    """
+    pts = np.array([[row[k] for k in keys] for row in rows if all(k in row for k in keys)], dtype=float)
+    if len(pts) < 2:
+        raise ValueError(f"need >= 2 logged steps with keys {keys}, got {len(pts)}")
+    for a in log_axes:
+        pts[:, a] = np.log(np.maximum(pts[:, a], 1e-8))
+    ref = pts[: max(2, w0)]
+    sd = ref.std(0)
+    return (pts - ref.mean(0)) / np.where(sd > 1e-8, sd, 1.0)
+
+
+def hull_volume(points: np.ndarray) -> float:
+    """Volume of the convex hull; 0 for degenerate (flat or too few) point sets."""
+    if len(points) <= points.shape[1]:
+        return 0.0
+    try:
+        return float(ConvexHull(points).volume)
+    except QhullError:
+        return 0.0
+
+
+class Envelope:
+    """Convex hull of a reference cloud: membership test and facet-violation escape distance."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=float)
+        # joggle ("QJ") makes flat reference clouds (e.g. a frozen coordinate) usable instead of failing
+        self.hull = ConvexHull(ref, qhull_options="QJ")
+        self.tri = Delaunay(ref[self.hull.vertices], qhull_options="QJ")
+
+    def contains(self, x: np.ndarray) -> np.ndarray:
+        return self.tri.find_simplex(np.atleast_2d(x)) >= 0
+
+    def escape(self, x: np.ndarray) -> np.ndarray:
+        """max over facets of (n . x + b), clipped at 0: 0 inside, > 0 outside."""
+        eq = self.hull.equations                                  # (F, d+1), unit normals pointing out
+        off = np.atleast_2d(x) @ eq[:, :-1].T + eq[:, -1]         # (N, F)
+        return np.maximum(off.max(1), 0.0)
+
+
+def envelope_metrics(z: np.ndarray, envelope: Envelope, window: int = 10) -> dict[str, np.ndarray]:
+    """Per-step inside_frac, hull_volume and escape of trajectory z (T, d) against an envelope."""
+    inside = envelope.contains(z).astype(float)                   # (T,)
+    frac = np.array([inside[max(0, t - window + 1): t + 1].mean() for t in range(len(z))])
+    vol = np.array([hull_volume(z[max(0, t - window + 1): t + 1]) for t in range(len(z))])
+    return {"inside_frac": frac, "hull_volume": vol, "escape": envelope.escape(z)}
+
+
+def dtw(a: np.ndarray, b: np.ndarray, open_end: bool = False) -> float:
+    """Dynamic time warping distance (absolute difference cost) between 1-D series.
+
+    With `open_end`, `a` may match any prefix of `b` (a running run against a finished one).
+    """
+    n, m = len(a), len(b)
+    cost = np.abs(np.asarray(a, float)[:, None] - np.asarray(b, float)[None, :])   # (n, m)
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):  # O(n m) with one vectorised pass per row would need a scan; n, m ~ 1e2 here
+        for j in range(1, m + 1):
+            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    return float(acc[n, 1:].min() if open_end else acc[n, m])
+
+
+def open_end_dtw(partial: np.ndarray, full: np.ndarray) -> float:
+    return dtw(partial, full, open_end=True)
+
+
+def _znorm(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, float)
+    sd = x.std()
+    return (x - x.mean()) / (sd if sd > 1e-8 else 1.0)
+
+
+def dtw_matrix(curves: list[np.ndarray], normalise: bool = True) -> np.ndarray:
+    """Symmetric pairwise DTW distances between (z-normalised) curves."""
+    cs = [_znorm(c) if normalise else np.asarray(c, float) for c in curves]
+    d = np.zeros((len(cs), len(cs)))
+    for i in range(len(cs)):
+        for j in range(i + 1, len(cs)):
+            d[i, j] = d[j, i] = dtw(cs[i], cs[j])
+    return d
+
+
+def cluster_curves(curves: list[np.ndarray], k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Average-linkage clusters (labels 1..k) of curves under DTW, and the linkage matrix for a dendrogram."""
+    if len(curves) < 2:
+        return np.ones(len(curves), dtype=int), np.zeros((0, 4))
+    link = linkage(squareform(dtw_matrix(curves), checks=False), method="average")
+    return fcluster(link, t=min(k, len(curves)), criterion="maxclust"), link
+
+
+def participation_ratio(x: np.ndarray) -> float:
+    """Effective dimension (sum l)^2 / sum l^2 of the covariance eigenvalues of points x (N, D)."""
+    x = np.asarray(x, float)
+    lam = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 0, None)
+    return float(lam.sum() ** 2 / (lam ** 2).sum()) if lam.sum() > 0 else 0.0
