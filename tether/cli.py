@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(argv)
+    except BrokenPipeError:  # `tether ... | head` closed the pipe: not an error
+        sys.stderr.close()
+        return 0
     except (ConfigError, FileNotFoundError, FileExistsError) as e:
         if os.environ.get("TETHER_DEBUG"):
             raise

@@ -60,4 +60,4 @@ def test_demo_section_references_its_figures(tmp_path):
     assert md.startswith("## Coherence")
     for p in tmp_path.glob("*.png"):
         assert f"({p.name})" in md
-    assert len(list(tmp_path.glob("*.png"))) == 4 and PlotConfig().rounds == 12
+    assert len(list(tmp_path.glob("*.png"))) == 6 and PlotConfig().rounds == 12  # 4 exact + 2 neural

@@ -20,6 +20,7 @@ import numpy as np
 from tether.coherence import envs
 from tether.coherence.incoherence import incoherence
 from tether.coherence.mdp import LayeredMDP, uniform_policy
+from tether.coherence.neural_cli import NEURAL_COMMANDS, neural_demo_section, plot_run_dir
 from tether.coherence.operators import retrain_sequence, tempered
 from tether.coherence.values import expected_return, success_probability
 from tether.core.cli import Command
@@ -74,6 +75,8 @@ class PlotConfig(SweepConfig):
     """Number of re-training rounds shown."""
     out: str = "runs/coherence/plots"
     """Directory for the PNGs."""
+    neural: str = ""
+    """Also plot a `tether coherence neural --out DIR` run directory against the exact curves (empty = no)."""
 
 
 def build_env(cfg: SweepConfig) -> LayeredMDP:
@@ -167,6 +170,8 @@ def make_plots(cfg: PlotConfig) -> list[Path]:
     ]
     if mdp.is_deterministic():
         paths.append(plots.plot_tradeoff(mdp, prior, Path(f"{slug}_tradeoff.png"), name))
+    if cfg.neural:
+        paths += plot_run_dir(Path(cfg.neural), out)
     return paths
 
 
@@ -179,6 +184,7 @@ def run_plot(cfg: PlotConfig) -> int:
 COMMANDS = [
     Command("sweep", SweepConfig, run_sweep, "exact re-training sweep: success, return, incoherence, tempering gap"),
     Command("plot", PlotConfig, run_plot, "PNGs: success/return, incoherence, re-train vs temper vs fold, trade-off"),
+    *NEURAL_COMMANDS,
 ]
 
 
@@ -196,4 +202,5 @@ def demo_section(out_dir: Path) -> str:
         "incoherence at fixed delta = 1 falls then rises (re-training does not decrease it); along delta = 1/k "
         "it peaks near k = 5 and then goes to 0 (3e-7 at k = 60; Cor. 5.11 as corrected). The routes figure "
         "pairs it with the stochastic counterexample, where tempering and re-training split.\n\n"
-        f"```\n{_table(rows, 1.0)}\n```\n\n{figs}\n\n_exact computation, {time.perf_counter() - start:.1f} s_\n")
+        f"```\n{_table(rows, 1.0)}\n```\n\n{figs}\n\n_exact computation, {time.perf_counter() - start:.1f} s_\n\n"
+        + neural_demo_section(out_dir))
