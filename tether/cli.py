@@ -92,6 +92,12 @@ def _dispatch(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        # two threads on a busy 2-core machine are 5-60x slower than one (shared/notes/dependencies.md);
+        # set OMP_NUM_THREADS to choose another count
+        torch.set_num_threads(1)
     try:
         return _dispatch(argv)
     except BrokenPipeError:  # `tether ... | head` closed the pipe: not an error

@@ -1,0 +1,129 @@
+"""Wall time of one GRPO step in tether vs TRL's GRPOTrainer, same model, prompts, G and max tokens, on CPU.
+
+Setup (as in shared/notes/anchor_lm_speed.md §3): a random-init Qwen2 (tied embeddings, SDPA), the
+32-symbol char tokenizer, running-sum prompts, 16 prompts x G=8 = 128 completions of up to 32 tokens (EOS
+on), temperature 1, reward 1 if the completion contains '#', beta 0, one optimizer step per generation
+(no old-logp pass), lr 1e-3, grad clip 1, TRL gradient checkpointing OFF (its default ON is 21-24 % slower).
+A step = generation + reward + advantages + loss forward + backward + clip + AdamW step. Median over steps
+3..N. tether is timed twice: with the HF model in the trainer (`HFPolicy`, engine on the exported weights)
+and fully native (the same weights loaded into TinyLM: identical math, see tests/lm/test_hf.py).
+Prints one JSON line: tether_s, tether_native_s, trl_s, ratio (trl / tether), ratio_native.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+
+def hash_reward(batch) -> torch.Tensor:
+    return torch.tensor([float("#" in c) for c in batch.completions])
+
+
+def time_tether(args, native: bool) -> tuple[float, float]:
+    from tether.core.config import override
+    from tether.lm.grpo import GRPOTrainer, TrainConfig
+    from tether.lm.hf import hf_to_native
+    from tether.lm.model import TinyLM
+    from tether.lm.policy import TinyPolicy
+    from tether.lm.rewards import REWARDS
+
+    if "bench_hash" not in REWARDS:
+        REWARDS.register("bench_hash")(hash_reward)
+    cfg = override(TrainConfig(), {
+        "model.arch": "qwen2", "model.d_model": args.hidden, "model.n_layers": args.layers, "model.n_heads": args.heads,
+        "model.n_kv_heads": args.heads, "model.d_ff": args.ff, "model.max_seq_len": 128,
+        "rollout.prompts_per_step": 16, "rollout.group_size": 8, "rollout.max_new_tokens": 32,
+        "algo.reward": "bench_hash", "algo.aggregation": "token_mean_global", "optim.lr": 1e-3,
+        "eval.every": 0, "samples_every": 0, "steps": args.steps})
+    tr = GRPOTrainer(cfg)
+    if native:
+        mcfg, sd = hf_to_native(tr.policy.module)
+        model = TinyLM(mcfg)
+        model.load_state_dict(sd)
+        tr.policy = TinyPolicy(model)
+        tr.params = list(model.parameters())
+        tr.opt = torch.optim.AdamW(tr.params, lr=1e-3, weight_decay=0.0)
+        tr.engine_stale = True
+    walls, cpus = [], []
+    for _ in range(args.steps):
+        w, c = time.perf_counter(), time.process_time()
+        tr.step()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls[2:]), statistics.median(cpus[2:])
+
+
+def time_trl(args) -> tuple[float, float]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tether.lm.hf import tiny_hf_model
+    from tether.lm.tasks import make_task
+    from tether.lm.tokenizer import CharTokenizer, to_hf_tokenizer
+
+    tok = to_hf_tokenizer(CharTokenizer())
+    model = tiny_hf_model("qwen2", vocab_size=len(tok), hidden=args.hidden, layers=args.layers, heads=args.heads,
+                          intermediate=args.ff, max_positions=128)
+    model.train()
+    task, rng = make_task("running_sum", 2), random.Random(0)
+    ds = Dataset.from_dict({"prompt": [task.sample(rng, "train").prompt for _ in range(16 * (args.steps + 2))]})
+
+    def reward_hash(completions, **kwargs):
+        return [1.0 if "#" in c else 0.0 for c in completions]
+
+    walls, cpus = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.w, self.c = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, *a, **k):
+            walls.append(time.perf_counter() - self.w)
+            cpus.append(time.process_time() - self.c)
+
+    with tempfile.TemporaryDirectory() as d:
+        targs = GRPOConfig(
+            output_dir=d, use_cpu=True, bf16=False, fp16=False, seed=0, per_device_train_batch_size=128,
+            gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1, num_generations=8,
+            max_completion_length=32, temperature=1.0, top_p=1.0, top_k=0, beta=0.0, loss_type="dapo",
+            learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
+            max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0,
+            disable_dropout=True, log_completions=False, gradient_checkpointing=False)
+        trainer = GRPOTrainer(model=model, processing_class=tok, reward_funcs=reward_hash, args=targs,
+                              train_dataset=ds, callbacks=[Clock()])
+        trainer.train()
+    return statistics.median(walls[2:]), statistics.median(cpus[2:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    for k, v in dict(hidden=64, layers=2, heads=4, ff=256, steps=10).items():
+        ap.add_argument(f"--{k}", type=int, default=v)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ours_w, ours_c = time_tether(args, native=False)
+    nat_w, nat_c = time_tether(args, native=True)
+    trl_w, trl_c = time_trl(args)
+    print(json.dumps({
+        "bench": "lm_grpo_step", "hidden": args.hidden, "layers": args.layers, "completions": 128, "max_tokens": 32,
+        "tether_s": round(ours_w, 4), "tether_native_s": round(nat_w, 4), "trl_s": round(trl_w, 4),
+        "ratio": round(trl_w / ours_w, 2), "ratio_native": round(trl_w / nat_w, 2),
+        "tether_cpu_s": round(ours_c, 4), "tether_native_cpu_s": round(nat_c, 4), "trl_cpu_s": round(trl_c, 4),
+        "ratio_cpu": round(trl_c / ours_c, 2), "ratio_native_cpu": round(trl_c / nat_c, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tether.core.config import ConfigError, override, parse_args
+from tether.core.rundir import RunDir, read_jsonl
+from tether.lm.grpo import PRESETS, GRPOTrainer, TrainConfig, smoke
+from tether.lm.rewards import REWARDS
+from tether.testing.docs import undocumented
+
+
+def _length_reward(batch):
+    """Test-only reward with signal even for a random model: completion length."""
+    return batch.mask.sum(-1).float()
+
+
+if "test_length" not in REWARDS:
+    REWARDS.register("test_length")(_length_reward)
+
+
+def tiny(**over) -> TrainConfig:
+    base = {"steps": "2", "model.path": "", "model.d_model": "32", "model.d_ff": "64", "rollout.prompts_per_step": "4",
+            "rollout.group_size": "4", "rollout.max_new_tokens": "12", "algo.reward": "test_length",
+            "optim.lr": "1e-2", "eval.every": "0", "eval.n_prompts": "4", "eval.k": "2", "samples_every": "1"}
+    return override(smoke(), {**base, **over})
+
+
+def test_end_to_end_changes_parameters_and_logs_documented_finite_metrics(tmp_path):
+    cfg = tiny()
+    run = RunDir.create(tmp_path / "run", cfg, seed=0)
+    tr = GRPOTrainer(cfg, run)
+    before = [p.detach().clone() for p in tr.policy.module.parameters()]
+    tr.fit()
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.policy.module.parameters(), strict=True))
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl") + read_jsonl(tmp_path / "run" / "eval.jsonl")
+    assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
+    keys = {k for r in rows for k in r if k != "step"}
+    assert all(math.isfinite(v) for r in rows for k, v in r.items())
+    assert undocumented(keys) == []
+    samples = read_jsonl(tmp_path / "run" / "samples" / "step_0000001.jsonl")
+    assert len(samples) == 16 and {"prompt", "completion", "reward", "advantage"} <= set(samples[0])
+    assert (tmp_path / "run" / "checkpoints" / "step_0000002").is_dir()
+
+
+def _grads(tr, batch, micro):
+    tr.cfg = replace(tr.cfg, optim=replace(tr.cfg.optim, micro_batch=micro))
+    tr.policy.module.zero_grad(set_to_none=True)
+    norm = tr._normalizer(batch)
+    for rows in tr._micro(torch.arange(len(batch.parsed))):
+        tr._micro_loss(batch.select(rows), norm, log_entropy=False)
+    return [p.grad.clone() for p in tr.params]
+
+
+@pytest.mark.parametrize("mode", ["token_mean_global", "seq_mean_token_mean", "seq_sum_const"])
+def test_gradient_accumulation_1x8_equals_8x1(mode):
+    tr = GRPOTrainer(tiny(**{"algo.aggregation": mode, "rollout.prompts_per_step": "2"}))
+    batch = tr.rollout()
+    tr.score(batch)
+    g_one = _grads(tr, batch, micro=0)
+    g_acc = _grads(tr, batch, micro=1)
+    for a, b in zip(g_one, g_acc, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_loss_ignores_padding_length():
+    tr = GRPOTrainer(tiny())
+    batch = tr.rollout()
+    tr.score(batch)
+    g = _grads(tr, batch, micro=0)
+    extra = 5
+    pad = lambda x, v: torch.cat([x, torch.full((x.shape[0], extra), v, dtype=x.dtype)], 1)
+    padded = replace(batch, ids=pad(batch.ids, 0), mask=pad(batch.mask, False), comp_mask=pad(batch.comp_mask, False),
+                     rollout_logp=pad(batch.rollout_logp, 0.0))
+    for a, b in zip(g, _grads(tr, padded, micro=0), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = tiny(**{"steps": "4", "run.save_every": "2"})
+    straight = GRPOTrainer(cfg, RunDir.create(tmp_path / "a", cfg, seed=0))
+    straight.fit()
+    cfg2 = override(cfg, {"steps": "2"})
+    first = GRPOTrainer(cfg2, RunDir.create(tmp_path / "b", cfg2, seed=0))
+    first.fit()
+    resumed = GRPOTrainer(cfg, RunDir.open(tmp_path / "b"))
+    resumed.resume()
+    resumed.fit()
+    for a, b in zip(straight.policy.module.parameters(), resumed.policy.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_kl_multi_epoch_minibatch_zero_std_filter_and_bf16_paths():
+    tr = GRPOTrainer(tiny(**{"algo.kl_coef": "0.1", "optim.ppo_epochs": "2", "optim.minibatches": "2",
+                             "algo.filter_zero_std": "true", "optim.bf16": "true", "algo.clip_high": "0.28"}))
+    m = tr.step()
+    assert {"kl/ref", "rollout/filtered_frac", "clip/ratio_mean"} <= set(m)
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["time/old_logp"] > 0 and m["time/ref_logp"] > 0
+
+
+def test_bad_configs_raise_clear_errors():
+    with pytest.raises(ConfigError, match="group_size"):
+        override(smoke(), {"rollout.group_size": "1"})
+    with pytest.raises(ConfigError, match="clip_high"):
+        override(smoke(), {"algo.clip_low": "0.3", "algo.clip_high": "0.2"})
+    with pytest.raises(ConfigError, match="task.name"):
+        override(smoke(), {"task.name": "chess"})
+    with pytest.raises(ConfigError, match="algo.advantage"):
+        override(smoke(), {"algo.advantage": "gae"})
+    with pytest.raises(ConfigError, match="rollout.precision"):
+        override(smoke(), {"rollout.precision": "fp7"})
+    with pytest.raises(ConfigError, match="preset"):
+        parse_args(TrainConfig, ["--preset", "huge"], presets=PRESETS)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        GRPOTrainer(tiny(**{"model.max_seq_len": "16"}))
+
+
+def test_presets_parse():
+    cfg = parse_args(TrainConfig, ["--preset", "smoke", "--rollout.precision", "bf16", "--run.dir", "/tmp/x"],
+                     presets=PRESETS)
+    assert cfg.preset == "smoke" and cfg.rollout.precision == "bf16" and cfg.run.dir == "/tmp/x"
+    assert PRESETS["gsm-tiny"]().model.path == "base:medium"

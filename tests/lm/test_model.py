@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from tether.core.config import ConfigError
+from tether.lm.model import KVCache, ModelConfig, TinyLM, positions_from_mask
+from tether.lm.tokenizer import pad_left
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return TinyLM(ModelConfig(vocab_size=20, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=32, **kw)).eval()
+
+
+@pytest.mark.parametrize("kv_heads,bias", [(4, False), (2, True), (1, False)])
+def test_cached_decode_matches_full_forward(kv_heads, bias):
+    m = _model(n_kv_heads=kv_heads, qkv_bias=bias)
+    ids, mask = pad_left([[2, 5, 6, 7, 8], [2, 9], [2, 4, 4]], pad_id=0)       # (3, 5) left-padded
+    new = torch.tensor([[11, 12, 13], [14, 15, 16], [17, 18, 19]])
+    with torch.no_grad():
+        full = m(torch.cat([ids, new], 1), torch.cat([mask, torch.ones_like(new, dtype=torch.bool)], 1))
+        cache = KVCache.empty(m.cfg, 3, 8, torch.float32)
+        step_logits = [m.prefill(ids, mask, cache)]
+        pos = mask.sum(-1)
+        for t in range(2):
+            step_logits.append(m.decode(new[:, t], pos + t, cache, 5 + t))
+    for t, lg in enumerate(step_logits):
+        torch.testing.assert_close(lg, full[:, 4 + t], atol=1e-5, rtol=1e-5)
+
+
+def test_left_padding_does_not_change_logits():
+    m = _model()
+    seq = [2, 5, 6, 7]
+    with torch.no_grad():
+        alone = m(torch.tensor([seq]))
+        ids, mask = pad_left([seq, [2, 1, 1, 1, 1, 1, 1]], pad_id=0)
+        padded = m(ids, mask)
+    torch.testing.assert_close(padded[0, -4:], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_roundtrip(tmp_path):
+    m = _model()
+    m.save(tmp_path / "m")
+    m2 = TinyLM.load(tmp_path / "m")
+    x = torch.tensor([[2, 3, 4]])
+    assert m2.cfg == m.cfg and torch.equal(m(x), m2(x))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        TinyLM.load(tmp_path / "missing")
+
+
+def test_positions_and_config_errors():
+    assert positions_from_mask(torch.tensor([[False, True, True]])).tolist() == [[0, 0, 1]]
+    with pytest.raises(ConfigError, match="n_kv_heads"):
+        ModelConfig(n_heads=4, n_kv_heads=3)
+    with pytest.raises(ConfigError, match="d_model"):
+        ModelConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        _model()(torch.zeros((1, 40), dtype=torch.long))

@@ -1,0 +1,269 @@
+"""A small decoder-only transformer (Llama/Qwen2 layout) with a preallocated KV cache.
+
+Pre-norm blocks with RMSNorm, rotary positions (HF `rotate_half` convention, so Qwen2/Llama weights load
+unchanged), grouped-query attention, a SwiGLU MLP and tied embeddings; ~0.1M-5M parameters through
+`ModelConfig`. q/k/v and gate/up projections are fused into one matmul each: fewer, larger kernels is what
+matters on a CPU at these sizes (docs/results/lm-engine.md). Weights are stored as safetensors plus a
+JSON config.
+
+Owns the math of one forward (full-sequence with a causal + padding mask, or one cached decode step).
+Not owned here: sampling (`sampler.py`) and log-prob/entropy bookkeeping (`policy.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tether.core.config import check
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 31
+    """Number of token ids (the char tokenizer has 31)."""
+    d_model: int = 64
+    """Residual width d."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Query heads; head dim = d_model / n_heads."""
+    n_kv_heads: int = 4
+    """Key/value heads (grouped-query attention when < n_heads; must divide n_heads)."""
+    d_ff: int = 192
+    """Hidden width of the SwiGLU MLP."""
+    max_seq_len: int = 128
+    """Longest prompt + completion the model accepts (size of the rotary table and of the KV cache)."""
+    rope_theta: float = 10000.0
+    """Rotary base frequency."""
+    norm_eps: float = 1e-6
+    """RMSNorm epsilon."""
+    qkv_bias: bool = False
+    """Bias on the q/k/v projection (Qwen2 has one, Llama does not)."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        check(self.d_model % self.n_heads == 0, "d_model", self.d_model, f"a multiple of n_heads={self.n_heads}")
+        check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", self.n_kv_heads, f"a divisor of n_heads={self.n_heads}")
+        check((self.d_model // self.n_heads) % 2 == 0, "n_heads", self.n_heads, "a value giving an even head dim")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def rope_tables(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """cos (S, Dh) and sign-folded sin (S, Dh) so that rope(x) = x*cos + roll(x, Dh/2)*sin."""
+    dh = cfg.head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, dh, 2, dtype=torch.float32) / dh)  # (Dh/2,)
+    freqs = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float32), inv_freq)      # (S, Dh/2)
+    cos = torch.cat([freqs.cos(), freqs.cos()], dim=-1)
+    # HF: x*cos + rotate_half(x)*sin with rotate_half(x) = cat(-x2, x1) = roll(x, Dh/2) * [-1.., +1..]
+    sin = torch.cat([-freqs.sin(), freqs.sin()], dim=-1)
+    return cos.to(dtype), sin.to(dtype)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x (..., Dh) rotated by per-position cos/sin broadcastable to x."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+        self.attn_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.qkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.qkv_bias)
+        self.o = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.mlp_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, L, d) -> q (B, H, L, Dh), k and v (B, Hkv, L, Dh), rope applied to q and k in one op."""
+        c = self.cfg
+        h = F.rms_norm(x, (c.d_model,), self.attn_norm, c.norm_eps)
+        qkv = self.qkv(h).view(x.shape[0], x.shape[1], c.n_heads + 2 * c.n_kv_heads, c.head_dim)
+        # under bf16 autocast qkv is bf16 while the tables are fp32: keep attention in the autocast dtype
+        qk = apply_rope(qkv[:, :, : c.n_heads + c.n_kv_heads], cos.to(qkv.dtype), sin.to(qkv.dtype))
+        q = qk[:, :, : c.n_heads].transpose(1, 2)
+        k = qk[:, :, c.n_heads:].transpose(1, 2)
+        v = qkv[:, :, c.n_heads + c.n_kv_heads:].transpose(1, 2)
+        return q, k, v
+
+    def _finish(self, x: Tensor, att: Tensor) -> Tensor:
+        """Attention output (B, H, L, Dh) -> residual stream after the output projection and the MLP."""
+        c = self.cfg
+        x = x + self.o(att.transpose(1, 2).reshape(x.shape[0], x.shape[1], c.n_heads * c.head_dim))
+        gate, up = self.gate_up(F.rms_norm(x, (c.d_model,), self.mlp_norm, c.norm_eps)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None) -> Tensor:
+        q, k, v = self._qkv(x, cos, sin)
+        gqa = self.cfg.n_kv_heads != self.cfg.n_heads
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                             enable_gqa=gqa)
+        return self._finish(x, att)
+
+    def prefill(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None, cache: KVCache,
+                layer: int) -> Tensor:
+        """Full forward over the prompt x (B, P, d) that also fills cache slots [0, P)."""
+        c = self.cfg
+        B, P = x.shape[:2]
+        q, k, v = self._qkv(x, cos, sin)                                    # k, v (B, Hkv, P, Dh)
+        cache.k[layer][:P] = k.permute(2, 3, 0, 1).reshape(P, c.head_dim, B * c.n_kv_heads)
+        cache.v[layer][:P] = v.permute(2, 3, 0, 1).reshape(P, c.head_dim, B * c.n_kv_heads)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                             enable_gqa=c.n_kv_heads != c.n_heads)
+        return self._finish(x, att)
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, t: int) -> Tensor:
+        """One decode position: x (B, 1, d); writes k/v at cache slot t and attends over slots [0, t].
+
+        The cache is laid out (S, Dh, B*Hkv) so that the batch is the innermost, vectorised dimension: with
+        one query per row, attention is B*H dot products of length Dh, and as batched matmuls (bmm, SDPA)
+        each tiny product pays a per-matrix overhead that costs 3-5x more than these two broadcasts.
+        """
+        c = self.cfg
+        B, H, Hkv, Dh = x.shape[0], c.n_heads, c.n_kv_heads, c.head_dim
+        rep = H // Hkv
+        h = F.rms_norm(x[:, 0], (c.d_model,), self.attn_norm, c.norm_eps)
+        qkv = self.qkv(h).view(B, H + 2 * Hkv, Dh)
+        qk = apply_rope(qkv[:, : H + Hkv], cos, sin)                       # (B, H+Hkv, Dh)
+        cache.k[layer][t] = qk[:, H:].reshape(B * Hkv, Dh).t()
+        cache.v[layer][t] = qkv[:, H + Hkv:].reshape(B * Hkv, Dh).t()
+        q = qk[:, :H].reshape(B * Hkv, rep, Dh).permute(2, 0, 1).contiguous()   # (Dh, B*Hkv, rep)
+        keys, vals = cache.k[layer][: t + 1, :, :, None], cache.v[layer][: t + 1, :, :, None]  # (t+1, Dh, B*Hkv, 1)
+        s = (keys * q).sum(1).view(t + 1, B, H)                              # (t+1, B, H) query-key dots
+        p = torch.softmax(torch.add(cache.bias[: t + 1], s, alpha=Dh ** -0.5), dim=0)
+        att = (vals * p.view(t + 1, 1, B * Hkv, rep)).sum(0)                 # (Dh, B*Hkv, rep)
+        return self._finish(x, att.view(Dh, B, H).permute(1, 2, 0).unsqueeze(2))
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values (S, Dh, B*Hkv) per layer plus an additive key mask (S, B, 1).
+
+    Batch-innermost layout: see `Block.step`. Slot s holds position s of the left-padded sequence.
+    """
+
+    k: list[Tensor]
+    v: list[Tensor]
+    bias: Tensor
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, slots: int, dtype: torch.dtype) -> KVCache:
+        shape = (slots, cfg.head_dim, batch * cfg.n_kv_heads)
+        return cls([torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layers)],
+                   [torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layers)],
+                   torch.zeros((slots, batch, 1), dtype=dtype))
+
+
+def positions_from_mask(mask: Tensor) -> Tensor:
+    """Position ids (B, L) for left-padded rows: 0 at each row's first real token (pads get 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def attention_mask(mask: Tensor) -> Tensor:
+    """Causal & key-padding boolean mask (B, 1, L, L); the diagonal stays on so pad queries never see NaN."""
+    L = mask.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    eye = torch.eye(L, dtype=torch.bool)
+    return ((causal & mask[:, None, None, :]) | eye)
+
+
+class TinyLM(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.Parameter(torch.ones(cfg.d_model))
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # GPT-2 style: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers).
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("o.weight", "down.weight")) else 0.02
+                nn.init.normal_(p, std=std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def head(self, h: Tensor) -> Tensor:
+        """Final norm + tied unembedding: (..., d) -> logits (..., V)."""
+        return F.linear(F.rms_norm(h, (self.cfg.d_model,), self.norm, self.cfg.norm_eps), self.embed.weight)
+
+    def hidden(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Residual stream (B, L, d) before the final norm. `mask` (B, L) bool marks real tokens."""
+        B, L = ids.shape
+        if L > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {L} exceeds model max_seq_len={self.cfg.max_seq_len}")
+        if mask is None or bool(mask.all()):
+            cos, sin, attn = self.rope_cos[:L, None, :], self.rope_sin[:L, None, :], None   # (L, 1, Dh)
+        else:
+            pos = positions_from_mask(mask)
+            cos, sin = self.rope_cos[pos][:, :, None, :], self.rope_sin[pos][:, :, None, :]  # (B, L, 1, Dh)
+            attn = attention_mask(mask)
+        x = self.embed(ids)
+        for blk in self.blocks:
+            x = blk(x, cos.to(x.dtype), sin.to(x.dtype), attn)
+        return x
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None, *, logits_from: int = 0) -> Tensor:
+        """Logits (B, L - logits_from, V) for positions logits_from..L-1."""
+        return self.head(self.hidden(ids, mask)[:, logits_from:])
+
+    def prefill(self, ids: Tensor, mask: Tensor, cache: KVCache) -> Tensor:
+        """Run the left-padded prompt (B, P) into `cache`; returns last-position logits (B, V)."""
+        P = ids.shape[1]
+        pos = positions_from_mask(mask)
+        cos, sin = self.rope_cos[pos][:, :, None, :], self.rope_sin[pos][:, :, None, :]     # (B, P, 1, Dh)
+        attn = None if bool(mask.all()) else attention_mask(mask)
+        x = self.embed(ids)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        for i, blk in enumerate(self.blocks):
+            x = blk.prefill(x, cos, sin, attn, cache, i)
+        cache.bias[:P, :, 0].masked_fill_(~mask.t(), float("-inf"))
+        return self.head(x[:, -1]).float()
+
+    def decode(self, tok: Tensor, pos: Tensor, cache: KVCache, t: int) -> Tensor:
+        """One cached step: tokens (B,) at positions (B,) written to cache slot t; returns logits (B, V)."""
+        x = self.embed(tok)[:, None]                                                      # (B, 1, d)
+        cos = self.rope_cos[pos].to(x.dtype)[:, None, :]                                  # (B, 1, Dh)
+        sin = self.rope_sin[pos].to(x.dtype)[:, None, :]
+        for i, blk in enumerate(self.blocks):
+            x = blk.step(x, cos, sin, cache, i, t)
+        return self.head(x[:, 0]).float()
+
+    def save(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2))
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(d / "model.safetensors"))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TinyLM:
+        from safetensors.torch import load_file
+        d = Path(directory)
+        if not (d / "config.json").exists():
+            raise FileNotFoundError(f"{d} has no config.json; expected a directory written by TinyLM.save")
+        model = cls(ModelConfig(**json.loads((d / "config.json").read_text())))
+        model.load_state_dict(load_file(str(d / "model.safetensors")))
+        return model
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

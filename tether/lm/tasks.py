@@ -1,0 +1,260 @@
+"""Synthetic reasoning tasks with a chain of thought and an exactly checkable `#answer`.
+
+Each task draws a problem for a split (`train`, `heldout`, `ood`), writes the reference trace
+(`step;step;...#answer`) and can corrupt it for pretraining corpora: an arithmetic slip at one step that
+propagates to the answer (the "error rate" knob of the intrinsic-reward brief §5.3), and an *alignment*
+transform of erroneous traces: `aligned` (longer, noisier: a repeated step), `neutral` (unchanged) or
+`anti` (terse and confident: intermediate steps dropped).
+
+Splits: `heldout` is in-distribution but disjoint from `train` (a problem belongs to it iff a CRC of its
+prompt is 0 mod 8); `ood` uses longer chains / more digits / larger coefficients than training.
+Checking is exact: a completion must be `...#<integer>` with nothing after the integer; anything else is
+unparsable and scores 0. Not owned here: tokenization and rewards beyond correctness.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from tether.core.registry import Registry
+
+Split = Literal["train", "heldout", "ood"]
+Alignment = Literal["aligned", "neutral", "anti"]
+SPLITS: tuple[str, ...] = Split.__args__
+ALIGNMENTS: tuple[str, ...] = Alignment.__args__
+_ANSWER = re.compile(r"#(-?\d{1,12})$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    """Prompt text, e.g. `S3,5,2,7?`."""
+    answer: int
+    """The exact integer answer."""
+    steps: tuple[str, ...]
+    """Reference chain-of-thought steps (joined by `;`)."""
+
+    @property
+    def completion(self) -> str:
+        return render(self.steps, self.answer)
+
+
+def render(steps: tuple[str, ...] | list[str], answer: int) -> str:
+    return ";".join(steps) + f"#{answer}"
+
+
+def parse_answer(completion: str) -> int | None:
+    """The integer after the final `#`, or None when the completion is malformed."""
+    m = _ANSWER.search(completion)
+    return int(m.group(1)) if m else None
+
+
+def is_heldout(prompt: str) -> bool:
+    return zlib.crc32(prompt.encode()) % 8 == 0
+
+
+class Task:
+    """Base class: subclasses draw parameters and solve them (optionally with a slip at one step)."""
+
+    name = "task"
+
+    def __init__(self, difficulty: int) -> None:
+        if difficulty < 1:
+            raise ValueError(f"task difficulty must be >= 1, got {difficulty}")
+        self.difficulty = difficulty
+
+    def draw(self, rng: random.Random, ood: bool) -> tuple:
+        raise NotImplementedError
+
+    def prompt(self, params: tuple) -> str:
+        raise NotImplementedError
+
+    def solve(self, params: tuple, slip_at: int | None = None) -> tuple[list[str], int]:
+        """Steps and answer; `slip_at=i` adds +-1 to the result of step i and carries it forward."""
+        raise NotImplementedError
+
+    def sample(self, rng: random.Random, split: Split) -> Problem:
+        """Rejection-sample a problem of `split` (train and heldout partition the in-distribution space)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        for _ in range(10_000):
+            params = self.draw(rng, ood=split == "ood")
+            text = self.prompt(params)
+            if split == "ood" or is_heldout(text) == (split == "heldout"):
+                steps, answer = self.solve(params)
+                return Problem(text, answer, tuple(steps))
+        raise RuntimeError(f"task {self.name!r} could not draw a {split} problem in 10000 tries")
+
+    def corpus_trace(self, rng: random.Random, *, error_rate: float, alignment: Alignment) -> tuple[str, str, bool]:
+        """One pretraining example `(prompt, completion, correct)` from the train split."""
+        problem = self.sample(rng, "train")
+        params = self._params_of(problem.prompt)  # parsing back keeps `sample` the single source of splits
+        if rng.random() >= error_rate:
+            return problem.prompt, problem.completion, True
+        n_steps = len(problem.steps)
+        steps, answer = self.solve(params, slip_at=rng.randrange(n_steps))
+        if answer == problem.answer:  # a slip cancelled out (e.g. by a modulus); force a wrong answer
+            answer += 1
+        return problem.prompt, render(_align(steps, alignment, rng), answer), False
+
+    def _params_of(self, prompt: str) -> tuple:
+        raise NotImplementedError
+
+
+def _align(steps: list[str], alignment: Alignment, rng: random.Random) -> list[str]:
+    if alignment == "aligned":   # wrong traces look worse: a step repeated once or twice
+        out = list(steps)
+        for _ in range(rng.randint(1, 2)):
+            i = rng.randrange(len(out))
+            out.insert(i, out[i])
+        return out
+    if alignment == "anti":      # wrong traces look confident: jump to the answer
+        return steps[-1:]
+    return steps
+
+
+def _slip(value: int, i: int, slip_at: int | None) -> int:
+    """Deterministic +-1 slip: +1 on even steps, -1 on odd ones (so corpora are reproducible)."""
+    if slip_at is None or i != slip_at:
+        return value
+    return value + (1 if i % 2 == 0 else -1)
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+@TASKS.register("running_sum")
+class RunningSum(Task):
+    """`S3,5,2,7?` -> `3+5=8;8+2=10;10+7=17#17`. Difficulty d: 3..d+2 numbers (OOD: d+3..d+4), digits 0-9."""
+
+    name = "running_sum"
+
+    def draw(self, rng, ood):
+        lo, hi = (self.difficulty + 3, self.difficulty + 4) if ood else (3, self.difficulty + 2)
+        return tuple(rng.randint(0, 9) for _ in range(rng.randint(lo, hi)))
+
+    def prompt(self, params):
+        return "S" + ",".join(map(str, params)) + "?"
+
+    def _params_of(self, prompt):
+        return tuple(int(x) for x in prompt[1:-1].split(","))
+
+    def solve(self, params, slip_at=None):
+        acc, steps = params[0], []
+        for i, x in enumerate(params[1:]):
+            new = _slip(acc + x, i, slip_at)
+            steps.append(f"{acc}+{x}={new}")
+            acc = new
+        return steps, acc
+
+
+@TASKS.register("addition")
+class Addition(Task):
+    """`A472+389?` -> `2+9=11;7+8+1=16;4+3+1=8#861`: column sums, carry added explicitly.
+
+    Difficulty d: operands of 2..d+1 digits (OOD: d+2..d+3).
+    """
+
+    name = "addition"
+
+    def draw(self, rng, ood):
+        lo, hi = (self.difficulty + 2, self.difficulty + 3) if ood else (2, self.difficulty + 1)
+        n = rng.randint(lo, hi)
+        return rng.randint(10 ** (n - 1), 10 ** n - 1), rng.randint(10 ** (n - 1), 10 ** n - 1)
+
+    def prompt(self, params):
+        return f"A{params[0]}+{params[1]}?"
+
+    def _params_of(self, prompt):
+        a, b = prompt[1:-1].split("+")
+        return int(a), int(b)
+
+    def solve(self, params, slip_at=None):
+        a, b = (str(p)[::-1] for p in params)
+        n = max(len(a), len(b))
+        a, b = a.ljust(n, "0"), b.ljust(n, "0")
+        carry, digits, steps = 0, [], []
+        for i in range(n):
+            s = _slip(int(a[i]) + int(b[i]) + carry, i, slip_at)
+            steps.append(f"{a[i]}+{b[i]}" + (f"+{carry}" if carry else "") + f"={s}")
+            digits.append(s % 10)
+            carry = s // 10
+        value = int("".join(map(str, reversed(digits)))) + carry * 10 ** n
+        return steps, value
+
+
+@TASKS.register("modular_chain")
+class ModularChain(Task):
+    """`M7:3*4+5?` -> `3*4=12%7=5;5+5=10%7=3#3`: left-to-right ops mod m.
+
+    Difficulty d: 2..d+1 operations (OOD: d+2..d+3), modulus in 5..13, operands 0-9, ops `+` and `*`.
+    """
+
+    name = "modular_chain"
+
+    def draw(self, rng, ood):
+        lo, hi = (self.difficulty + 2, self.difficulty + 3) if ood else (2, self.difficulty + 1)
+        n_ops = rng.randint(lo, hi)
+        m = rng.randint(5, 13)
+        xs = tuple(rng.randint(0, 9) for _ in range(n_ops + 1))
+        ops = tuple(rng.choice("+*") for _ in range(n_ops))
+        return m, xs, ops
+
+    def prompt(self, params):
+        m, xs, ops = params
+        return f"M{m}:" + str(xs[0]) + "".join(f"{o}{x}" for o, x in zip(ops, xs[1:], strict=True)) + "?"
+
+    def _params_of(self, prompt):
+        m, expr = prompt[1:-1].split(":")
+        xs = tuple(int(x) for x in re.split(r"[+*]", expr))
+        ops = tuple(re.findall(r"[+*]", expr))
+        return int(m), xs, ops
+
+    def solve(self, params, slip_at=None):
+        m, xs, ops = params
+        acc, steps = xs[0], []
+        for i, (o, x) in enumerate(zip(ops, xs[1:], strict=True)):
+            raw = acc + x if o == "+" else acc * x
+            new = _slip(raw % m, i, slip_at)
+            steps.append(f"{acc}{o}{x}={raw}%{m}={new}")
+            acc = new
+        return steps, acc
+
+
+@TASKS.register("linear_equation")
+class LinearEquation(Task):
+    """`E3x+4=19?` -> `19-4=15;15/3=5#5`: solve a*x+b=c for integer x.
+
+    Difficulty d: a in 2..d+2, x and b in 0..9 (OOD: a in d+3..d+6, x in 10..29).
+    """
+
+    name = "linear_equation"
+
+    def draw(self, rng, ood):
+        a = rng.randint(self.difficulty + 3, self.difficulty + 6) if ood else rng.randint(2, self.difficulty + 2)
+        x = rng.randint(10, 29) if ood else rng.randint(0, 9)
+        b = rng.randint(0, 9)
+        return a, b, a * x + b
+
+    def prompt(self, params):
+        a, b, c = params
+        return f"E{a}x+{b}={c}?"
+
+    def _params_of(self, prompt):
+        m = re.fullmatch(r"E(\d+)x\+(\d+)=(\d+)\?", prompt)
+        return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+    def solve(self, params, slip_at=None):
+        a, b, c = params
+        rest = _slip(c - b, 0, slip_at)
+        x = _slip(rest // a, 1, slip_at)
+        return [f"{c}-{b}={rest}", f"{rest}/{a}={x}"], x
+
+
+def make_task(name: str, difficulty: int) -> Task:
+    """Instantiate a registered task (unknown names raise, listing the valid ones)."""
+    return TASKS.get(name.replace("-", "_"))(difficulty)
