@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from tether.core import checkpoint as ckpt_mod
-from tether.core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tether.core.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tether.core.rundir import RunDir, read_jsonl
 from tether.testing.toy import ToyConfig, ToyTrainer
 
@@ -28,7 +34,7 @@ def test_round_trip_model_optimizer_rng(tmp_path):
     assert torch.equal(got[2], expected[2]) and torch.equal(got[3], expected[3])
     m2 = torch.nn.Linear(3, 2)
     m2.load_state_dict(loaded["model"])
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), m2.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), m2.parameters(), strict=False))
     assert json.loads((tmp_path / "step_0000003" / "trainer_state.json").read_text()) == {"step": 3}
 
 

@@ -3,8 +3,16 @@ from typing import Literal
 
 import pytest
 
-from tether.core.config import (ConfigError, check, field_docs, from_dict, help_text, override, parse_args,
-                                to_dict)
+from tether.core.config import (
+    ConfigError,
+    check,
+    field_docs,
+    from_dict,
+    help_text,
+    override,
+    parse_args,
+    to_dict,
+)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tether.core.config import ConfigError
-from tether.lm.detectors import DetectorBank, DetectorConfig, DetectorStop, spearman
+from tether.lm.detectors import DetectorBank, DetectorConfig, spearman
 
 
 def _steps(n, **series):
@@ -22,8 +22,9 @@ def test_entropy_collapse_fires_after_patience_and_stops_naming_step():
     bank, outs = _run(DetectorConfig(names=("entropy_collapse",), patience=3), rows)
     assert [o["diag/entropy_collapse_fired"] for o in outs] == [0] * 7 + [1] * 3
     assert bank.triggered == {"entropy_collapse": 8}
-    with pytest.raises(DetectorStop, match=r"'entropy_collapse' fired at step 8 .*entropy 0.01 < 0.05"):
-        _run(DetectorConfig(names=("entropy_collapse",), patience=3, stop=True), rows)
+    assert bank.stop_reason is None  # stop=False: detect and log only
+    bank, _ = _run(DetectorConfig(names=("entropy_collapse",), patience=3, stop=True), rows)
+    assert bank.stop_reason.startswith("detector 'entropy_collapse' fired at step 8 (3 steps in a row): entropy 0.01")
 
 
 def test_low_entropy_alone_is_not_collapse():
@@ -37,13 +38,13 @@ def test_reward_hacking_by_canary_and_by_spearman():
     rows = _steps(30, **{"reward/mean": lambda i: 0.1 + 0.02 * i + 0.005 * (i % 2)})
     for i, r in enumerate(rows):
         if i % 5 == 0:
-            r["eval/canary/accuracy"] = 0.8 - 0.02 * i
+            r["eval/heldout/sample_acc"] = 0.8 - 0.02 * i
     bank, outs = _run(DetectorConfig(names=("reward_hacking",), patience=1, window=10), rows)
     assert outs[-1]["diag/reward_hacking_fired"] == 1 and "reward_hacking" in bank.triggered
     # the same reward curve with a rising canary does not fire
     for i, r in enumerate(rows):
-        if "eval/canary/accuracy" in r:
-            r["eval/canary/accuracy"] = 0.5 + 0.01 * i
+        if "eval/heldout/sample_acc" in r:
+            r["eval/heldout/sample_acc"] = 0.5 + 0.01 * i
     _, outs = _run(DetectorConfig(names=("reward_hacking",), patience=1, window=10), rows)
     assert all(o["diag/reward_hacking_fired"] == 0 for o in outs)
     anti = _steps(12, **{"diag/reward_acc_spearman": -0.4})
@@ -58,7 +59,7 @@ def test_length_and_format_signatures():
     bank, outs = _run(DetectorConfig(names=("verbosity", "truncation", "format"), patience=2, window=10), rows)
     # format: the window mean rises by 0.55 * (s - 12) / 10 > 0.2 first at s = 16; patience 2 -> 17
     assert bank.triggered == {"format": 17, "verbosity": 22, "truncation": 24}
-    assert math.isnan(outs[0]["diag/format"])  # not enough history yet: logged as NaN, never fires
+    assert "diag/format" not in outs[0] and outs[0]["diag/format_fired"] == 0  # too little history: no value
 
 
 def test_spearman_and_config_errors():

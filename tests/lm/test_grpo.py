@@ -49,7 +49,7 @@ def _grads(tr, batch, micro):
     tr.policy.module.zero_grad(set_to_none=True)
     norm = tr._normalizer(batch)
     for rows in tr._micro(torch.arange(len(batch.parsed))):
-        tr._micro_loss(batch.select(rows), norm, log_entropy=False)
+        tr._micro_loss(batch.select(rows), norm)
     return [p.grad.clone() for p in tr.params]
 
 
@@ -57,7 +57,7 @@ def _grads(tr, batch, micro):
 def test_gradient_accumulation_1x8_equals_8x1(mode):
     tr = GRPOTrainer(tiny(**{"algo.aggregation": mode, "rollout.prompts_per_step": "2"}))
     batch = tr.rollout()
-    tr.score(batch)
+    tr.prepare(batch, lam=0.0)
     g_one = _grads(tr, batch, micro=0)
     g_acc = _grads(tr, batch, micro=1)
     for a, b in zip(g_one, g_acc, strict=True):
@@ -65,14 +65,17 @@ def test_gradient_accumulation_1x8_equals_8x1(mode):
 
 
 def test_loss_ignores_padding_length():
-    tr = GRPOTrainer(tiny())
+    tr = GRPOTrainer(tiny(**{"correction.name": "dcmdp+tis_token"}))  # corrections must ignore padding too
     batch = tr.rollout()
-    tr.score(batch)
+    tr.prepare(batch, lam=0.5)
     g = _grads(tr, batch, micro=0)
     extra = 5
     pad = lambda x, v: torch.cat([x, torch.full((x.shape[0], extra), v, dtype=x.dtype)], 1)
+    c = batch.correction
     padded = replace(batch, ids=pad(batch.ids, 0), mask=pad(batch.mask, False), comp_mask=pad(batch.comp_mask, False),
-                     rollout_logp=pad(batch.rollout_logp, 0.0))
+                     rollout_logp=pad(batch.rollout_logp, 0.0), old_logp=pad(batch.old_logp, 0.0),
+                     correction=replace(c, weight=pad(c.weight, 1.0), keep=pad(c.keep, False),
+                                        adv_shift=pad(c.adv_shift, 0.0)))
     for a, b in zip(g, _grads(tr, padded, micro=0), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from tether.core.config import ConfigError
 from tether.lm import intrinsic
-from tether.lm.intrinsic import RewardOptions, mixture_rewards, renyi_stat
+from tether.lm.intrinsic import renyi_stat
 from tether.lm.policy import score_tokens
-from tether.lm.rewards import REWARDS, RewardInput
+from tether.lm.rewards import REWARDS, RewardInput, RewardOptions, compute_rewards, reward_needs
 
 V = 4
 
@@ -21,9 +22,8 @@ def _batch(kind: str, lengths: list[int], T: int = 10, options=None, parsed=None
     stats = score_tokens(logits, tokens, stats=("entropy", "collision", "self_certainty",
                                                 renyi_stat((options or RewardOptions()).renyi_alpha)))
     mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
-    b = RewardInput([None] * B, [""] * B, parsed or [None] * B, torch.tensor(groups or [0] * B), tokens, mask, stats)
-    b.options = options or RewardOptions()
-    return b
+    return RewardInput([None] * B, [""] * B, parsed or [None] * B, torch.tensor(groups or [0] * B), tokens, mask,
+                       stats, options or RewardOptions())
 
 
 SHORT_BETTER = {"lp", "ent", "renyi", "em_seq", "rlsc"}
@@ -67,7 +67,8 @@ def test_renyi_alpha_is_configurable():
         expected = math.log((p ** alpha).sum().item()) / (1 - alpha)
         assert REWARDS.get("renyi")(b).item() == pytest.approx(-expected, rel=1e-5)
     assert REWARDS.get("renyi").needs(RewardOptions(renyi_alpha=3.0)) == ("renyi_3",)
-    with pytest.raises(ValueError, match="renyi_alpha"):
+    assert reward_needs("lp+renyi+ent", RewardOptions(renyi_alpha=0.5)) == ("renyi_0.5", "entropy")
+    with pytest.raises(ConfigError, match="renyi_alpha"):
         RewardOptions(renyi_alpha=1.0)
 
 
@@ -88,6 +89,6 @@ def test_majority_semantic_random():
 
 def test_mixture_normalises_each_term_within_group():
     b = _batch("uniform", [1, 10, 2, 20], groups=[0, 0, 1, 1])
-    mix = mixture_rewards(["lp", "avg_ent"], b)  # avg_ent is constant here: contributes 0 after z-scoring
+    mix = compute_rewards("lp+avg_ent", b)  # avg_ent is constant here: contributes 0 after z-scoring
     assert torch.allclose(mix, torch.tensor([1.0, -1.0, 1.0, -1.0]), atol=1e-4)
     assert set(intrinsic.INTRINSIC) <= set(REWARDS.names())

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from tether.lm.lens import (Envelope, cluster_curves, dtw, envelope_metrics, hull_volume, open_end_dtw,
-                            participation_ratio, phase_trajectory)
+from tether.lm.lens import (
+    Envelope,
+    cluster_curves,
+    dtw,
+    envelope_metrics,
+    hull_volume,
+    open_end_dtw,
+    participation_ratio,
+    phase_trajectory,
+)
 
 
 def test_phase_trajectory_standardises_by_first_steps():

@@ -1,6 +1,12 @@
 """tether.core: the math and plumbing every family shares (torch + stdlib + numpy only; no family imports)."""
 
-from tether.core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tether.core.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tether.core.config import ConfigError, check, from_dict, override, parse_args, to_dict
 from tether.core.duals import Dual, DualState
 from tether.core.kl import kl_categorical, kl_estimate, kl_k1, kl_k2, kl_k3

@@ -50,7 +50,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError, SyntaxError):
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:] + [None]):
+        for node, nxt in zip(body, body[1:] + [None], strict=False):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
                     and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
@@ -119,7 +119,7 @@ def _coerce(raw: Any, tp: Any, path: str) -> Any:
             return tuple(_coerce(x, args[0], path) for x in items)
         if len(items) != len(args):
             raise bad
-        return tuple(_coerce(x, a, path) for x, a in zip(items, args))
+        return tuple(_coerce(x, a, path) for x, a in zip(items, args, strict=False))
     if tp is bool:
         if isinstance(raw, bool):
             return raw

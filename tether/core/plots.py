@@ -87,7 +87,7 @@ def plot_curves(runs: list[Path], keys: list[str], out_png: str | Path, *, file:
     ncol = min(3, len(keys))
     nrow = (len(keys) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         for label, g in groups.items():
             c = _curve(g, key, file)
             if c is None:

@@ -146,7 +146,7 @@ def tis_token(inp: CorrectionInputs, hp: CorrectionConfig) -> Correction:
     out = Correction.identity(inp)
     r = _log_ratio(inp).exp()
     out.weight = r.clamp(max=hp.cap)
-    out.diagnostics["tis_capped_frac"] = _frac(r > hp.cap, inp.mask)
+    out.diagnostics["capped_frac"] = _frac(r > hp.cap, inp.mask)
     return out
 
 
@@ -156,7 +156,7 @@ def tis_seq(inp: CorrectionInputs, hp: CorrectionConfig) -> Correction:
     out = Correction.identity(inp)
     rho = masked_sum(_log_ratio(inp), inp.mask, dim=1).exp()                  # (B,)
     out.weight = rho.clamp(max=hp.cap)[:, None].expand_as(inp.train_logp).clone()
-    out.diagnostics["tis_capped_frac"] = (rho > hp.cap).float().mean()
+    out.diagnostics["capped_frac"] = (rho > hp.cap).float().mean()
     return out
 
 

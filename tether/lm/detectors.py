@@ -1,9 +1,11 @@
 """Collapse and hacking detectors for label-free RL (arXiv:2603.16578 and its anchors; intrinsic.md §3.4, §5.6).
 
 Each detector is a pure function of the run's history of flushed metrics (one dict per step, newest last)
-and returns a `Signal`: a value logged under `diag/<name>` every step and whether the signature fired.
+and returns a `Signal`: a value logged under `diag/<name>` (once there is enough history) and whether the
+signature fired.
 `DetectorBank` is the stateful trainer callback: it keeps the history, requires `patience` consecutive
-firings, and raises `DetectorStop` (naming the signature and the step) when `stop` is set.
+firings, and sets `stop_reason` (naming the signature and the step) when `stop` is set; the trainer logs
+the step, saves a checkpoint and stops.
 
 Signatures (thresholds are ours; the papers describe the shapes, not numbers):
   entropy_collapse  mean token entropy < floor AND fraction of zero-std reward groups > zero_std_max
@@ -27,15 +29,11 @@ import numpy as np
 from tether.core.config import check
 from tether.core.registry import Registry
 
-__all__ = ["DETECTORS", "DetectorConfig", "DetectorBank", "DetectorStop", "Signal", "spearman"]
+__all__ = ["DETECTORS", "DetectorConfig", "DetectorBank", "Signal", "spearman"]
 
 ENTROPY, ZERO_STD = "rollout/entropy", "rollout/zero_std_frac"
-REWARD, CANARY, SPEARMAN = "reward/mean", "eval/canary/accuracy", "diag/reward_acc_spearman"
+REWARD, SPEARMAN = "reward/mean", "diag/reward_acc_spearman"
 TRUNCATED, LENGTH, UNPARSABLE = "rollout/truncated_frac", "rollout/len_mean", "reward/unparsable_frac"
-
-
-class DetectorStop(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,8 @@ class DetectorConfig:
     """reward_hacking: reward rise, in sd of its first window, that counts as 'up'."""
     hack_drop: float = 0.1
     """reward_hacking: canary accuracy drop (absolute) that counts as 'down'."""
+    canary: str = "eval/heldout/sample_acc"
+    """reward_hacking: the labelled canary metric (an evaluation key fed to the bank after each evaluation)."""
     spearman_floor: float = 0.0
     """reward_hacking: mean within-batch reward/correctness Spearman below this over a window fires."""
     pin_frac: float = 0.5
@@ -115,7 +115,7 @@ def reward_hacking(history: list[dict[str, float]], cfg: DetectorConfig) -> Sign
         m = float(np.mean(rho[-cfg.window:]))
         return Signal(m, True, f"within-batch reward/correctness Spearman {m:.2f} < {cfg.spearman_floor} "
                                f"over the last {cfg.window} steps")
-    rew, acc = _series(history, REWARD), _series(history, CANARY)
+    rew, acc = _series(history, REWARD), _series(history, cfg.canary)
     if len(rew) < 2 * cfg.window or len(acc) < 2:
         return Signal(float("nan"), False)
     base = rew[: cfg.window]
@@ -154,13 +154,14 @@ def format_breakage(history: list[dict[str, float]], cfg: DetectorConfig) -> Sig
 
 
 class DetectorBank:
-    """Trainer callback: `update(step, metrics) -> {diag/...: value}`; raises DetectorStop when configured."""
+    """Trainer callback: `update(step, metrics) -> {diag/...: value}`; sets `stop_reason` when configured."""
 
     def __init__(self, cfg: DetectorConfig) -> None:
         self.cfg = cfg
         self.history: list[dict[str, float]] = []
         self.streak = {n: 0 for n in cfg.names}
         self.triggered: dict[str, int] = {}
+        self.stop_reason: str | None = None
 
     def update(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         self.history.append(metrics)
@@ -168,17 +169,20 @@ class DetectorBank:
         for name in self.cfg.names:
             sig = DETECTORS.get(name)(self.history, self.cfg)
             self.streak[name] = self.streak[name] + 1 if sig.fired else 0
-            out[f"diag/{name}"] = sig.value
+            if np.isfinite(sig.value):  # no statistic yet (too little history): log nothing rather than NaN
+                out[f"diag/{name}"] = sig.value
             out[f"diag/{name}_fired"] = float(self.streak[name] >= self.cfg.patience)
             if self.streak[name] >= self.cfg.patience and name not in self.triggered:
                 self.triggered[name] = step
-                if self.cfg.stop:
-                    raise DetectorStop(f"detector {name!r} fired at step {step} ({self.cfg.patience} steps in a "
-                                       f"row): {sig.reason}")
+                if self.cfg.stop and self.stop_reason is None:
+                    self.stop_reason = (f"detector {name!r} fired at step {step} ({self.cfg.patience} steps in a "
+                                        f"row): {sig.reason}")
         return out
 
     def state_dict(self) -> dict:
-        return {"history": self.history, "streak": self.streak, "triggered": self.triggered}
+        return {"history": self.history, "streak": self.streak, "triggered": self.triggered,
+                "stop_reason": self.stop_reason}
 
     def load_state_dict(self, d: dict) -> None:
         self.history, self.streak, self.triggered = list(d["history"]), dict(d["streak"]), dict(d["triggered"])
+        self.stop_reason = d["stop_reason"]

@@ -1,15 +1,18 @@
-"""GRPO for causal LMs on CPU: config, presets and the trainer, readable top to bottom.
+"""GRPO for causal LMs on CPU: the trainer, readable top to bottom (its config is `grpo_config.py`).
 
-One step: sample `prompts_per_step` prompts, draw `group_size` completions each with the rollout engine
-(a separate object, synced from the policy after every update), score them, compute group-relative
-advantages, then run `ppo_epochs` x `minibatches` optimizer steps of the registered policy loss plus an
-optional KL to the frozen initial policy. GRPO: DeepSeekMath (arXiv:2402.03300); clip-higher and
-token-level aggregation: DAPO (arXiv:2503.14476); group_mean advantages: Dr. GRPO (arXiv:2503.20783).
+One step: sample `prompts_per_step` prompts and draw `group_size` completions each with the rollout engine
+(a separate object with its own numeric precision, synced from the policy after every update); recompute
+the trainer's fp32 log-probs at theta_old (plus any per-token statistics the reward needs) in one no-grad
+forward; measure the train/inference mismatch and apply the configured corrections (TIS, MIS, IcePop, DCMDP);
+score and compute group-relative advantages; run `ppo_epochs` x `minibatches` optimizer steps of the
+registered policy loss (plus an optional KL to the frozen initial policy); take DCMDP's dual step once;
+feed the step's metrics to the collapse/hacking detectors.
+GRPO: DeepSeekMath (arXiv:2402.03300); clip-higher and token-level aggregation: DAPO (arXiv:2503.14476);
+group_mean advantages: Dr. GRPO (arXiv:2503.20783); DCMDP: arXiv:2606.08779.
 
-`old_logp` is recomputed by the trainer before the updates when there is more than one optimizer step
-per batch; with exactly one it equals the detached current log-prob (ratio 1), which saves a forward. The
-engine's own log-probs are kept as `TrainBatch.rollout_logp` for train/inference-mismatch work.
-Simplification: the reference policy for the KL is the initial policy (no periodic reference reset).
+`old_logp` is always the trainer's recompute (verl's "decoupled" mode), so the PPO ratio is against the
+trainer's own numerics and the engine's log-probs (`TrainBatch.rollout_logp`) only enter through the
+mismatch metrics and the corrections. Simplification: the KL reference is the initial policy (no reset).
 """
 
 from __future__ import annotations
@@ -17,196 +20,43 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tether.core.config import check
+from tether.core.duals import Dual, DualState
 from tether.core.kl import kl_estimate
-from tether.core.masked import AGGREGATION_MODES, aggregate, masked_mean
+from tether.core.masked import aggregate, masked_mean
 from tether.core.metrics import Metrics
 from tether.core.progress import progress
-from tether.core.rundir import RunConfig, RunDir
+from tether.core.rundir import RunDir
 from tether.core.seeding import derive_seed, generator, seed_everything
 from tether.core.stability import NonFiniteGuard, clip_grad_norm
 from tether.core.timing import Timer
-from tether.lm import precision as _precision  # noqa: F401  (registers fp16/fp8/int8/int4 engine precisions)
 from tether.lm.advantages import ADVANTAGES, group_stats
-from tether.lm.build import ModelSpec, build_policy
+from tether.lm.build import build_policy
+from tether.lm.corrections import Correction, CorrectionInputs, apply_corrections
+from tether.lm.detectors import DetectorBank, spearman
 from tether.lm.evaluate import eval_problems, evaluate_split
+from tether.lm.grpo_config import (  # noqa: F401
+    PRESETS,
+    AlgoSpec,
+    EvalSpec,
+    OptimSpec,
+    RolloutSpec,
+    TaskSpec,
+    TrainConfig,
+    gsm_tiny,
+    smoke,
+)
 from tether.lm.losses import LOSSES
-from tether.lm.rewards import REWARDS, RewardInput, reward_needs
-from tether.lm.sampler import PRECISIONS, RolloutEngine
-from tether.lm.tasks import SPLITS, TASKS, Problem, make_task, parse_answer
+from tether.lm.mismatch import mismatch_metrics
+from tether.lm.rewards import RewardInput, compute_rewards, reward_needs
+from tether.lm.sampler import RolloutEngine
+from tether.lm.tasks import Problem, make_task, parse_answer
 from tether.lm.tokenizer import CharTokenizer, pad_left
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str = "running_sum"
-    """Task (running_sum, addition, modular_chain, linear_equation)."""
-    difficulty: int = 2
-    """Task difficulty knob (chain length / digits / coefficient range; see tether/lm/tasks.py)."""
-
-    def __post_init__(self) -> None:
-        check(self.name.replace("-", "_") in TASKS, "task.name", self.name, f"one of {TASKS.names()}")
-        check(self.difficulty >= 1, "task.difficulty", self.difficulty, "an integer >= 1")
-
-
-@dataclass(frozen=True)
-class RolloutSpec:
-    prompts_per_step: int = 16
-    """Distinct prompts per step."""
-    group_size: int = 8
-    """G completions per prompt (>= 2: advantages are relative within a group)."""
-    max_new_tokens: int = 40
-    """Completion length cap (EOS included)."""
-    temperature: float = 1.0
-    """Sampling temperature; the trainer scores tokens at the same temperature."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (1 = off)."""
-    precision: str = "fp32"
-    """Numeric precision of the rollout engine (registry tether.lm.sampler.PRECISIONS), independent of the trainer."""
-    backend: Literal["auto", "native", "hf"] = "auto"
-    """Engine backend: native KV-cached TinyLM path (Llama/Qwen2 layouts), hf (transformers forward), or auto."""
-
-    def __post_init__(self) -> None:
-        check(self.group_size >= 2, "rollout.group_size", self.group_size, "an integer >= 2")
-        check(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step, "an integer >= 1")
-        check(self.max_new_tokens >= 1, "rollout.max_new_tokens", self.max_new_tokens, "an integer >= 1")
-        check(self.temperature > 0, "rollout.temperature", self.temperature, "a float > 0")
-        check(0 < self.top_p <= 1, "rollout.top_p", self.top_p, "a float in (0, 1]")
-        check(self.precision in PRECISIONS, "rollout.precision", self.precision, f"one of {PRECISIONS.names()}")
-
-
-@dataclass(frozen=True)
-class AlgoSpec:
-    reward: str = "correct"
-    """Reward function (registry tether.lm.rewards.REWARDS)."""
-    advantage: str = "group_zscore"
-    """Advantage estimator: group_zscore (GRPO), group_mean (Dr. GRPO), rloo."""
-    adv_eps: float = 1e-6
-    """Epsilon added to the group std (group_zscore)."""
-    filter_zero_std: bool = False
-    """Drop groups whose rewards are all equal (zero advantage) before the update."""
-    loss: str = "ppo_clip"
-    """Policy loss (registry tether.lm.losses.LOSSES)."""
-    clip_low: float = 0.2
-    """PPO ratio clip below 1 (epsilon_low)."""
-    clip_high: float = 0.2
-    """PPO ratio clip above 1 (epsilon_high; 0.28 = DAPO clip-higher)."""
-    aggregation: str = "token_mean_global"
-    """Loss aggregation over tokens: token_mean_global, token_mean_local, seq_mean_token_mean, seq_sum_const."""
-    kl_coef: float = 0.0
-    """beta of the per-token KL to the frozen initial policy, added to the loss (0 = no reference model)."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    """KL estimator (tether.core.kl)."""
-
-    def __post_init__(self) -> None:
-        check(self.reward in REWARDS, "algo.reward", self.reward, f"one of {REWARDS.names()}")
-        check(self.advantage in ADVANTAGES, "algo.advantage", self.advantage, f"one of {ADVANTAGES.names()}")
-        check(self.loss in LOSSES, "algo.loss", self.loss, f"one of {LOSSES.names()}")
-        check(self.aggregation in AGGREGATION_MODES, "algo.aggregation", self.aggregation, f"one of {AGGREGATION_MODES}")
-        check(0 <= self.clip_low < 1, "algo.clip_low", self.clip_low, "a float in [0, 1)")
-        check(self.clip_high >= self.clip_low, "algo.clip_high", self.clip_high,
-              f"a float >= algo.clip_low={self.clip_low}")
-        check(self.kl_coef >= 0, "algo.kl_coef", self.kl_coef, "a float >= 0")
-
-
-@dataclass(frozen=True)
-class OptimSpec:
-    lr: float = 3e-5
-    """AdamW learning rate (constant)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    grad_clip: float = 1.0
-    """Max global gradient norm (0 = no clipping)."""
-    ppo_epochs: int = 1
-    """Passes over each rollout batch."""
-    minibatches: int = 1
-    """Optimizer steps per pass (the batch is split into this many minibatches)."""
-    micro_batch: int = 0
-    """Sequences per forward/backward (gradient accumulation inside a minibatch; 0 = whole minibatch)."""
-    bf16: bool = False
-    """bf16 autocast for the trainer forward/backward (weights and optimizer stay fp32)."""
-
-    def __post_init__(self) -> None:
-        check(self.lr > 0, "optim.lr", self.lr, "a float > 0")
-        check(self.ppo_epochs >= 1, "optim.ppo_epochs", self.ppo_epochs, "an integer >= 1")
-        check(self.minibatches >= 1, "optim.minibatches", self.minibatches, "an integer >= 1")
-        check(self.micro_batch >= 0, "optim.micro_batch", self.micro_batch, "an integer >= 0")
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    every: int = 10
-    """Steps between evaluations (0 = only before and after training)."""
-    n_prompts: int = 64
-    """Problems per split (a fixed set, identical across runs)."""
-    k: int = 8
-    """Samples per problem for pass@k / maj@k."""
-    temperature: float = 1.0
-    """Temperature of the k samples (greedy accuracy always uses temperature 0)."""
-    splits: tuple[str, ...] = ("heldout", "ood")
-    """Splits to evaluate (train, heldout, ood)."""
-    seed: int = 1234
-    """Seed of the evaluation problems and sampling noise (fixed so evaluations are comparable)."""
-
-    def __post_init__(self) -> None:
-        check(all(s in SPLITS for s in self.splits), "eval.splits", self.splits, f"names from {SPLITS}")
-        check(self.k >= 1 and self.n_prompts >= 1, "eval.k", self.k, "k >= 1 and n_prompts >= 1")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str = ""
-    """Name of the preset this config started from (informational)."""
-    steps: int = 100
-    """GRPO steps (rollout batches)."""
-    samples_every: int = 10
-    """Steps between sample dumps to samples/step_XXXXXXX.jsonl (0 = never)."""
-    task: TaskSpec = field(default_factory=TaskSpec)
-    """The synthetic task."""
-    model: ModelSpec = field(default_factory=ModelSpec)
-    """The trained policy (TinyLM, a tiny HF model, or a saved base)."""
-    rollout: RolloutSpec = field(default_factory=RolloutSpec)
-    """The rollout engine (separate from the trainer: own precision and backend) and group sampling."""
-    algo: AlgoSpec = field(default_factory=AlgoSpec)
-    """Reward, advantage estimator, policy loss, aggregation and KL."""
-    optim: OptimSpec = field(default_factory=OptimSpec)
-    """Optimizer and update schedule (PPO epochs, minibatches, micro-batches)."""
-    eval: EvalSpec = field(default_factory=EvalSpec)
-    """Periodic evaluation on held-out and OOD splits."""
-    run: RunConfig = field(default_factory=RunConfig)
-    """Run directory, seed, resume, logging and checkpoint cadence."""
-
-    def __post_init__(self) -> None:
-        check(self.steps >= 0, "steps", self.steps, "an integer >= 0")
-        n = self.rollout.prompts_per_step * self.rollout.group_size
-        check(self.optim.minibatches <= n, "optim.minibatches", self.optim.minibatches,
-              f"at most prompts_per_step * group_size = {n}")
-
-
-def smoke() -> TrainConfig:
-    """CI preset: 6 steps of 8 prompts x G=4 from the shipped medium base on running sums; < 1 min on one core."""
-    return TrainConfig(preset="smoke", steps=6, samples_every=3, model=ModelSpec(path="base:medium"),
-                       rollout=RolloutSpec(prompts_per_step=8, group_size=4, max_new_tokens=32),
-                       optim=OptimSpec(lr=3e-5), eval=EvalSpec(every=0, n_prompts=16, k=4))
-
-
-def gsm_tiny() -> TrainConfig:
-    """Standard recipe: GT-reward GRPO of the shipped medium base on running sums (intrinsic.md §5.5);
-    100 steps of 16 prompts x G=8, lr 3e-5, clip-higher 0.28; ~2 CPU-minutes on one core."""
-    return TrainConfig(preset="gsm-tiny", steps=100, model=ModelSpec(path="base:medium"),
-                       rollout=RolloutSpec(prompts_per_step=16, group_size=8, max_new_tokens=40),
-                       algo=AlgoSpec(clip_high=0.28), optim=OptimSpec(lr=3e-5),
-                       eval=EvalSpec(every=25, n_prompts=256))
-
-
-PRESETS = {"smoke": smoke, "gsm-tiny": gsm_tiny}
 
 
 @dataclass
@@ -223,17 +73,21 @@ class TrainBatch:
     comp_mask: Tensor          # (B, T) bool completion tokens incl. EOS
     rollout_logp: Tensor       # (B, T) engine log-probs of the sampled tokens
     rewards: Tensor            # (B,)
-    adv: Tensor                # (B,)
-    old_logp: Tensor | None = None   # (B, T) trainer log-probs before the update (None: single update)
+    adv: Tensor                # (B,) group-relative advantage of each sequence
+    old_logp: Tensor | None = None   # (B, T) trainer log-probs at theta_old (the recompute)
     ref_logp: Tensor | None = None   # (B, T) reference log-probs (None: no KL)
+    correction: Correction | None = None  # (B, T) weights / keep mask / advantage shift (+ penalty)
 
     def select(self, rows: Tensor) -> TrainBatch:
         idx = rows.tolist()
         pick = lambda x: None if x is None else x[rows]
+        c = self.correction
+        corr = None if c is None else Correction(c.weight[rows], c.keep[rows], c.adv_shift[rows],
+                                                 c.reward_shift[rows], c.penalty)
         return TrainBatch([self.problems[i] for i in idx], [self.completions[i] for i in idx],
                           [self.parsed[i] for i in idx], self.group_ids[rows], self.ids[rows], self.mask[rows],
                           self.start, self.comp_mask[rows], self.rollout_logp[rows], self.rewards[rows],
-                          self.adv[rows], pick(self.old_logp), pick(self.ref_logp))
+                          self.adv[rows], pick(self.old_logp), pick(self.ref_logp), corr)
 
 
 class GRPOTrainer:
@@ -254,6 +108,12 @@ class GRPOTrainer:
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
         self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard()
+        k = cfg.correction
+        # DCMDP's multiplier (arXiv:2606.08779): one projected dual step per rollout batch on mean |p_tr - p_inf|
+        self.dcmdp = Dual(target=k.c, lr=k.lr, init=k.lambda_init, low=k.lambda_min, high=k.lambda_max,
+                          normalized=k.normalized) if "dcmdp" in k.names else None
+        self.dual_state: DualState | None = self.dcmdp.init_state() if self.dcmdp else None
+        self.detectors = DetectorBank(cfg.detect)
         self.step_count = 0
         self._check_context()
 
@@ -271,8 +131,8 @@ class GRPOTrainer:
         c = self.cfg
         with self.timer("rollout"):
             batch = self.rollout()
-        with self.timer("reward"):
-            self.score(batch)
+        lam = float(self.dual_state.value) if self.dual_state is not None else 0.0   # applied this step
+        delta_mean = self.prepare(batch, lam)
         if c.samples_every and (self.step_count + 1) % c.samples_every == 0:
             self.dump_samples(batch, step=self.step_count + 1)
         if c.algo.filter_zero_std:
@@ -280,19 +140,35 @@ class GRPOTrainer:
             self.metrics.log("rollout/filtered_frac", 1.0 - keep.float().mean())
             batch = batch.select(keep.nonzero()[:, 0])
         if batch.rewards.numel() > 0:
-            multi = c.optim.ppo_epochs * c.optim.minibatches > 1
-            with self.timer("old_logp"):
-                batch.old_logp = self.logp_of(self.policy, batch) if multi else None
             with self.timer("ref_logp"):
-                batch.ref_logp = self.logp_of(self.ref, batch) if self.ref is not None else None
+                batch.ref_logp = self.stats_of(self.ref, batch)["logp"] if self.ref is not None else None
             with self.timer("update"):
                 self.update(batch)
+        if self.dcmdp is not None:  # once per step, after the update, with this batch's mismatch
+            self.dual_state = self.dcmdp.update(self.dual_state, delta_mean)
+            self.metrics.log_dict({"dual/dcmdp/lambda": lam, "dual/dcmdp/violation": self.dual_state.violation})
         self.step_count += 1
         self.metrics.log("optim/lr", self.opt.param_groups[0]["lr"])
         self.metrics.log("grad/skipped_steps", float(self.guard.skipped))
         out = {**self.metrics.flush(), **self.timer.flush()}
         out["perf/rollout_tok_s"] = out.get("rollout/tokens", 0.0) / max(out.get("time/rollout", 0.0), 1e-9)
+        out.update(self.detectors.update(self.step_count, out))
         return out
+
+    def prepare(self, batch: TrainBatch, lam: float) -> Tensor:
+        """theta_old recompute, mismatch metrics, corrections, rewards and advantages; returns delta-bar."""
+        with self.timer("old_logp"):
+            stats = self.stats_of(self.policy, batch, self._needed_stats())
+            batch.old_logp = stats["logp"]
+        delta_mean = self.correct(batch, lam)
+        with self.timer("reward"):
+            self.score(batch, stats)
+        return delta_mean
+
+    def _needed_stats(self) -> tuple[str, ...]:
+        """Per-token statistics of the theta_old forward: the reward's needs, plus entropy for logging."""
+        needs = reward_needs(self.cfg.algo.reward, self.cfg.reward_opts)
+        return tuple(dict.fromkeys(("entropy", *(n for n in needs if n != "logp"))))
 
     def rollout(self) -> TrainBatch:
         """Sample prompts, sync the engine if the policy changed, and draw G completions per prompt."""
@@ -317,31 +193,40 @@ class GRPOTrainer:
                           torch.cat([p_ids, out.tokens], 1), torch.cat([p_mask, out.mask], 1), p_ids.shape[1],
                           out.mask, out.logp, empty, empty)
 
-    def score(self, batch: TrainBatch) -> None:
-        """Rewards (registry) and group-relative advantages, in place on `batch`."""
+    def correct(self, batch: TrainBatch, lam: float) -> Tensor:
+        """Mismatch metrics of this batch and the corrections' weights/masks/shifts; returns delta-bar."""
+        k = self.cfg.correction
+        m = mismatch_metrics(batch.old_logp, batch.rollout_logp, batch.comp_mask, c=k.c)
+        self.metrics.log_dict({f"mismatch/{key}": v for key, v in m.items()})
+        batch.correction = apply_corrections(
+            CorrectionInputs(batch.old_logp, batch.rollout_logp, batch.comp_mask, batch.group_ids, lam), k)
+        self.metrics.log_dict({f"clip/{key}": v for key, v in batch.correction.diagnostics.items()})
+        return m["delta_mean"]
+
+    def score(self, batch: TrainBatch, stats: dict[str, Tensor]) -> None:
+        """Rewards (registry or '+' mixture; plus DCMDP's sequence shift) and group-relative advantages."""
         a = self.cfg.algo
-        stats = {}
-        needs = reward_needs(a.reward)
-        if needs:
-            with torch.no_grad():
-                stats = self.policy.token_stats(batch.ids, batch.mask, start=batch.start,
-                                                temperature=self.cfg.rollout.temperature,
-                                                stats=tuple(n for n in needs if n != "logp"))
-        batch.rewards = REWARDS.get(a.reward)(RewardInput(
+        batch.rewards = compute_rewards(a.reward, RewardInput(
             batch.problems, batch.completions, batch.parsed, batch.group_ids, batch.ids[:, batch.start:],
-            batch.comp_mask, stats)).float()
+            batch.comp_mask, stats, self.cfg.reward_opts))
+        raw = batch.rewards
+        batch.rewards = raw + batch.correction.reward_shift
         batch.adv = ADVANTAGES.get(a.advantage)(batch.rewards, batch.group_ids, eps=a.adv_eps)
         correct = torch.tensor([float(x == p.answer) for x, p in zip(batch.parsed, batch.problems, strict=True)])
         zero_std = (group_stats(batch.rewards, batch.group_ids)[1] == 0).float()
-        self.metrics.log_dict({"reward/mean": batch.rewards.mean(), "reward/std": batch.rewards.std(),
+        self.metrics.log_dict({"reward/mean": raw.mean(), "reward/std": raw.std(),
                                "reward/accuracy": correct.mean(), "rollout/zero_std_frac": zero_std.mean(),
-                               "reward/unparsable_frac": sum(x is None for x in batch.parsed) / len(batch.parsed)})
+                               "reward/unparsable_frac": sum(x is None for x in batch.parsed) / len(batch.parsed),
+                               "rollout/entropy": masked_mean(stats["entropy"], batch.comp_mask)})
+        rho = spearman(raw.numpy(), correct.numpy())
+        if rho == rho:  # NaN when rewards or correctness are constant in the batch: nothing to log
+            self.metrics.log("diag/reward_acc_spearman", rho)
 
     @torch.no_grad()
-    def logp_of(self, policy, batch: TrainBatch) -> Tensor:
-        """Log-probs (B, T) of the completions under `policy` (old policy or reference), micro-batched."""
-        parts = [self._forward(policy, batch.select(rows))["logp"] for rows in self._micro(torch.arange(len(batch.parsed)))]
-        return torch.cat(parts)
+    def stats_of(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """Log-probs (B, T) of the completions under `policy` plus per-token `stats`, micro-batched, no grad."""
+        parts = [self._forward(policy, batch.select(rows), stats) for rows in self._micro(torch.arange(len(batch.parsed)))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _forward(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.optim.bf16):
@@ -357,14 +242,13 @@ class GRPOTrainer:
         """ppo_epochs x minibatches optimizer steps; gradient accumulation over micro-batches."""
         o, n = self.cfg.optim, len(batch.parsed)
         size = math.ceil(n / o.minibatches)
-        for epoch in range(o.ppo_epochs):
+        for _ in range(o.ppo_epochs):
             perm = torch.randperm(n, generator=self.gens["minibatch"])
             for rows in perm.split(size):
                 mb = batch.select(rows)
                 norm = self._normalizer(mb)
                 self.opt.zero_grad(set_to_none=True)
-                total = sum(self._micro_loss(mb.select(r), norm, log_entropy=epoch == 0)
-                            for r in self._micro(torch.arange(len(rows))))
+                total = sum(self._micro_loss(mb.select(r), norm) for r in self._micro(torch.arange(len(rows))))
                 grad_norm = clip_grad_norm(self.params, o.grad_clip or None)
                 self.metrics.log("grad/norm", grad_norm)
                 if self.guard.ok(total, grad_norm, step=self.step_count):
@@ -382,14 +266,15 @@ class GRPOTrainer:
             return float(len(mb.parsed) * self.cfg.rollout.max_new_tokens)
         return None
 
-    def _micro_loss(self, mb: TrainBatch, normalizer: float | None, *, log_entropy: bool) -> Tensor:
+    def _micro_loss(self, mb: TrainBatch, normalizer: float | None) -> Tensor:
         """Forward, loss and backward of one micro-batch; returns the detached loss contribution."""
-        a = self.cfg.algo
-        out = self._forward(self.policy, mb, stats=("entropy",) if log_entropy else ())
-        logp, m = out["logp"], mb.comp_mask
-        old = mb.old_logp if mb.old_logp is not None else logp.detach()
-        adv = mb.adv[:, None].expand_as(logp)                                           # (b, T)
-        per_tok, diag = LOSSES.get(a.loss)(logp, old, adv, clip_low=a.clip_low, clip_high=a.clip_high)
+        a, corr = self.cfg.algo, mb.correction
+        logp, m = self._forward(self.policy, mb)["logp"], mb.comp_mask
+        adv = mb.adv[:, None] + corr.adv_shift                                         # (b, T)
+        per_tok, diag = LOSSES.get(a.loss)(logp, mb.old_logp, adv, clip_low=a.clip_low, clip_high=a.clip_high)
+        per_tok = per_tok * corr.weight * corr.keep                                    # TIS/MIS/IcePop (detached)
+        if corr.penalty:  # DCMDP "differentiable": lam * |p_theta - p_inf| with a gradient through p_theta
+            per_tok = per_tok + corr.penalty * (logp.exp() - mb.rollout_logp.exp()).abs()
         pg_loss = aggregate(per_tok, m, mode=a.aggregation, normalizer=normalizer)
         loss = pg_loss
         if mb.ref_logp is not None:
@@ -404,8 +289,6 @@ class GRPOTrainer:
             "clip/ratio_mean": masked_mean(diag["ratio"], m),
             "clip/ratio_max": diag["ratio"].masked_fill(~m, 0.0).max(),
         })
-        if log_entropy:
-            self.metrics.log("rollout/entropy", masked_mean(out["entropy"].detach(), m))
         return loss.detach()
 
     # ---- evaluation, samples, checkpoints, loop -----------------------------------------------------------
@@ -437,7 +320,9 @@ class GRPOTrainer:
     def state_dict(self) -> dict:
         return {"policy": self.policy.module.state_dict(), "optim": self.opt.state_dict(),
                 "ref": None if self.ref is None else self.ref.module.state_dict(), "guard": self.guard.state_dict(),
-                "rng": rng_state(self.gens), "prompt_rng": self.prompt_rng.getstate(), "step": self.step_count}
+                "rng": rng_state(self.gens), "prompt_rng": self.prompt_rng.getstate(), "step": self.step_count,
+                "dual": None if self.dual_state is None else self.dual_state.state_dict(),
+                "detectors": self.detectors.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.module.load_state_dict(state["policy"])
@@ -448,6 +333,9 @@ class GRPOTrainer:
         set_rng_state(state["rng"], self.gens)
         self.prompt_rng.setstate(state["prompt_rng"])
         self.step_count = state["step"]
+        if self.dual_state is not None:
+            self.dual_state = DualState.from_state_dict(state["dual"])
+        self.detectors.load_state_dict(state["detectors"])
         self.engine_stale = True
 
     def save(self) -> None:
@@ -466,6 +354,8 @@ class GRPOTrainer:
         res = self.evaluate()
         if self.run is not None:
             self.run.log_eval(self.step_count, res)
+        if self.detectors.history:  # the labelled canary of the reward-hacking detector
+            self.detectors.history[-1].update(res)
         return res
 
     def fit(self) -> dict[str, float]:
@@ -484,6 +374,9 @@ class GRPOTrainer:
                     self.save()
                 bar.update(1, reward=m.get("reward/mean", float("nan")), acc=m.get("reward/accuracy", float("nan")),
                            entropy=m.get("rollout/entropy", float("nan")))
+                if self.detectors.stop_reason:  # a configured early stop: keep what was learned, say why
+                    print(f"stopped early: {self.detectors.stop_reason}", flush=True)
+                    break
         if c.steps > 0:
             last_eval = self._log_eval()
         self.save()

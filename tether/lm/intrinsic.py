@@ -20,14 +20,12 @@ included), all rewards are sequence scalars:
   random          Bernoulli(0.5)                  control (Spurious Rewards, arXiv:2506.10947)
 Unparsable completions score 0 under majority and semantic. The per-token statistics come from the policy
 forward that scores the completion (`Policy.token_stats`), at the sampling temperature, online (INTUITOR shows
-a frozen scorer is hacked). Mixtures ("lp+avg_ent") z-score each term within its group before summing, so an
-O(T) length term cannot drown an O(1) one (TRL's normalize_then_sum).
+a frozen scorer is hacked). Mixtures ("lp+avg_ent") are `tether.lm.rewards.compute_rewards`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -36,24 +34,10 @@ from tether.core.masked import masked_mean, masked_sum
 from tether.lm.policy import LOGIT_STATS
 from tether.lm.rewards import REWARDS, RewardInput
 
-__all__ = ["RewardOptions", "renyi_stat", "mixture_rewards", "INTRINSIC"]
+__all__ = ["renyi_stat", "INTRINSIC"]
 
 INTRINSIC = ("lp", "ent", "avg_ent", "renyi", "cp", "self_certainty", "rent", "em_seq", "rlsc", "majority",
              "semantic", "random")
-
-
-@dataclass(frozen=True)
-class RewardOptions:
-    renyi_alpha: float = 2.0
-    """alpha of the cumulative Renyi reward (alpha = 2: collision entropy -log CP)."""
-    rent_last_k: int = 8
-    """RENT: number of final completion tokens whose entropy is averaged."""
-
-    def __post_init__(self) -> None:
-        if self.renyi_alpha <= 0 or self.renyi_alpha == 1:
-            raise ValueError(f"renyi_alpha={self.renyi_alpha} must be > 0 and != 1 (alpha -> 1 is Shannon: use ent)")
-        if self.rent_last_k < 1:
-            raise ValueError(f"rent_last_k={self.rent_last_k} must be >= 1")
 
 
 def renyi_stat(alpha: float) -> str:
@@ -66,10 +50,6 @@ def renyi_stat(alpha: float) -> str:
 
         LOGIT_STATS.register(name)(renyi)
     return name
-
-
-def _opts(batch: RewardInput) -> RewardOptions:
-    return batch.options if isinstance(getattr(batch, "options", None), RewardOptions) else RewardOptions()
 
 
 def _needs(*names: str):
@@ -102,7 +82,7 @@ def neg_entropy_mean(batch: RewardInput) -> Tensor:
 @REWARDS.register("renyi")
 def neg_renyi_sum(batch: RewardInput) -> Tensor:
     """-sum_t H_alpha(p_t): cumulative Renyi entropy (alpha from RewardOptions)."""
-    return -masked_sum(batch.stats[renyi_stat(_opts(batch).renyi_alpha)], batch.mask, dim=1)
+    return -masked_sum(batch.stats[renyi_stat(batch.options.renyi_alpha)], batch.mask, dim=1)
 
 
 # the statistic depends on alpha: `needs` may be a function of the options (see rewards.reward_needs)
@@ -127,7 +107,7 @@ def self_certainty(batch: RewardInput) -> Tensor:
 @_needs("entropy")
 def rent_last_k(batch: RewardInput) -> Tensor:
     """RENT: -mean entropy of the last k completion tokens (the final answer region)."""
-    k = _opts(batch).rent_last_k
+    k = batch.options.rent_last_k
     lengths = batch.mask.sum(-1, keepdim=True)                                 # (B, 1)
     pos = torch.arange(batch.mask.shape[1])[None, :]                           # (1, T)
     last = batch.mask & (pos >= lengths - k)
@@ -150,7 +130,7 @@ def rlsc(batch: RewardInput) -> Tensor:
 
 def _group_answers(batch: RewardInput) -> dict[int, Counter]:
     groups: dict[int, Counter] = {}
-    for g, a in zip(batch.group_ids.tolist(), batch.parsed):
+    for g, a in zip(batch.group_ids.tolist(), batch.parsed, strict=True):
         groups.setdefault(g, Counter())
         if a is not None:
             groups[g][a] += 1
@@ -162,7 +142,7 @@ def majority_vote(batch: RewardInput) -> Tensor:
     """1 if the answer equals its group's most frequent parsed answer (ties: smallest answer), else 0."""
     groups = _group_answers(batch)
     top = {g: min(c, key=lambda a: (-c[a], a)) if c else None for g, c in groups.items()}
-    return torch.tensor([float(a is not None and a == top[g]) for g, a in zip(batch.group_ids.tolist(), batch.parsed)])
+    return torch.tensor([float(a is not None and a == top[g]) for g, a in zip(batch.group_ids.tolist(), batch.parsed, strict=True)])
 
 
 @REWARDS.register("semantic")
@@ -171,24 +151,10 @@ def semantic_cluster(batch: RewardInput) -> Tensor:
     groups = _group_answers(batch)
     size = Counter(batch.group_ids.tolist())
     return torch.tensor([groups[g][a] / size[g] if a is not None else 0.0
-                         for g, a in zip(batch.group_ids.tolist(), batch.parsed)])
+                         for g, a in zip(batch.group_ids.tolist(), batch.parsed, strict=True)])
 
 
 @REWARDS.register("random")
 def random_reward(batch: RewardInput) -> Tensor:
     """Bernoulli(0.5) from torch's global RNG (seeded per run and checkpointed): a no-information control."""
     return (torch.rand(len(batch.parsed)) < 0.5).float()
-
-
-def mixture_rewards(names: list[str], batch: RewardInput, eps: float = 1e-6) -> Tensor:
-    """sum over names of the group-z-scored reward (normalise each term within its group, then sum)."""
-    total = torch.zeros(len(batch.parsed))
-    gid = batch.group_ids
-    n = int(gid.max()) + 1
-    count = torch.zeros(n).index_add_(0, gid, torch.ones(len(gid)))
-    for name in names:
-        r = REWARDS.get(name)(batch).float()
-        mean = torch.zeros(n).index_add_(0, gid, r) / count
-        var = torch.zeros(n).index_add_(0, gid, (r - mean[gid]) ** 2) / count
-        total += (r - mean[gid]) / (var[gid].sqrt() + eps)
-    return total

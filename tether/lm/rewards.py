@@ -14,8 +14,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from tether.core.config import check
 from tether.core.registry import Registry
 from tether.lm.tasks import Problem
+
+
+@dataclass(frozen=True)
+class RewardOptions:
+    renyi_alpha: float = 2.0
+    """alpha of the cumulative Renyi reward `renyi` (alpha = 2: collision entropy -log CP)."""
+    rent_last_k: int = 8
+    """RENT reward `rent`: number of final completion tokens whose entropy is averaged."""
+
+    def __post_init__(self) -> None:
+        check(self.renyi_alpha > 0 and self.renyi_alpha != 1, "reward_opts.renyi_alpha", self.renyi_alpha,
+              "a float > 0 and != 1 (alpha -> 1 is Shannon entropy: use the `ent` reward)")
+        check(self.rent_last_k >= 1, "reward_opts.rent_last_k", self.rent_last_k, "an integer >= 1")
 
 
 @dataclass
@@ -34,14 +48,46 @@ class RewardInput:
     """(B, T) bool valid completion tokens (EOS included)."""
     stats: dict[str, Tensor] = field(default_factory=dict)
     """Per-token statistics (B, T) from the policy at the sampling temperature, e.g. "entropy", "logp"."""
+    options: RewardOptions = field(default_factory=RewardOptions)
+    """Parameters of the parametrised rewards (Renyi alpha, RENT window)."""
 
 
 REWARDS: Registry[Callable[[RewardInput], Tensor]] = Registry("reward")
 
 
-def reward_needs(name: str) -> tuple[str, ...]:
-    """Per-token statistics the reward `name` reads from `RewardInput.stats`."""
-    return tuple(getattr(REWARDS.get(name), "needs", ()))
+def reward_parts(name: str) -> list[str]:
+    """The registry entries of a reward name; "a+b" is a mixture (each term z-scored within its group)."""
+    return [part for part in name.split("+") if part]
+
+
+def reward_needs(name: str, options: RewardOptions | None = None) -> tuple[str, ...]:
+    """Per-token statistics the reward (or mixture) `name` reads from `RewardInput.stats`.
+
+    An entry's `needs` attribute is a tuple of statistic names, or a function of the `RewardOptions` when the
+    statistic depends on them (the Renyi order alpha)."""
+    out: list[str] = []
+    for part in reward_parts(name):
+        needs = getattr(REWARDS.get(part), "needs", ())
+        out += needs(options or RewardOptions()) if callable(needs) else needs
+    return tuple(dict.fromkeys(out))
+
+
+def compute_rewards(name: str, batch: RewardInput, eps: float = 1e-6) -> Tensor:
+    """Rewards (B,) of a single entry, or of a mixture: sum of the terms z-scored within each group, so an
+    O(T) length term cannot drown an O(1) one (TRL's normalize_then_sum; intrinsic.md §1.2)."""
+    parts = reward_parts(name)
+    if len(parts) == 1:
+        return REWARDS.get(parts[0])(batch).float()
+    gid = batch.group_ids
+    n = int(gid.max()) + 1
+    count = torch.zeros(n).index_add_(0, gid, torch.ones(len(gid)))
+    total = torch.zeros(len(gid))
+    for part in parts:
+        r = REWARDS.get(part)(batch).float()
+        mean = torch.zeros(n).index_add_(0, gid, r) / count
+        var = torch.zeros(n).index_add_(0, gid, (r - mean[gid]) ** 2) / count
+        total += (r - mean[gid]) / (var[gid].sqrt() + eps)
+    return total
 
 
 @REWARDS.register("correct")
@@ -54,3 +100,7 @@ def correct(batch: RewardInput) -> Tensor:
 def format_only(batch: RewardInput) -> Tensor:
     """1 if the completion parses as `...#<integer>`, else 0 (a label-free control)."""
     return torch.tensor([float(a is not None) for a in batch.parsed])
+
+
+# the intrinsic rewards register into REWARDS on import (kept in their own module: arXiv:2603.16578)
+from tether.lm import intrinsic as _intrinsic  # noqa: E402, F401
