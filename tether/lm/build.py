@@ -40,11 +40,16 @@ class ModelSpec:
     """MLP hidden width."""
     max_seq_len: int = 96
     """Context length (prompt + completion)."""
+    n_experts: int = 0
+    """TinyLM only: mixture-of-experts MLP with this many experts (0 = dense; 4-8 for MoE, top_k of them)."""
+    top_k: int = 2
+    """TinyLM MoE: experts per token."""
     lora_r: int = 0
     """LoRA rank for HF models (0 = full fine-tuning); only the adapters train."""
 
     def __post_init__(self) -> None:
         check(self.lora_r >= 0, "lora_r", self.lora_r, "an integer >= 0")
+        check(self.n_experts == 0 or self.arch == "tiny", "n_experts", self.n_experts, "0 for Hugging Face archs")
         check(self.lora_r == 0 or self.arch != "tiny" or self.path, "lora_r", self.lora_r,
               "0 for arch='tiny' (LoRA is for Hugging Face models)")
 
@@ -73,7 +78,8 @@ def build_policy(spec: ModelSpec, tok: CharTokenizer, *, seed: int):
     if spec.arch == "tiny":
         return TinyPolicy(TinyLM(ModelConfig(
             vocab_size=tok.vocab_size, d_model=spec.d_model, n_layers=spec.n_layers, n_heads=spec.n_heads,
-            n_kv_heads=spec.n_kv_heads, d_ff=spec.d_ff, max_seq_len=spec.max_seq_len)))
+            n_kv_heads=spec.n_kv_heads, d_ff=spec.d_ff, max_seq_len=spec.max_seq_len, n_experts=spec.n_experts,
+            top_k=spec.top_k)))
     from tether.lm.hf import tiny_hf_model
     model = tiny_hf_model(spec.arch, vocab_size=tok.vocab_size, hidden=spec.d_model, layers=spec.n_layers,
                           heads=spec.n_heads, kv_heads=spec.n_kv_heads, intermediate=spec.d_ff,

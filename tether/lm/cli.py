@@ -13,6 +13,7 @@ from pathlib import Path
 from tether.core.cli import Command
 from tether.core.config import check
 from tether.lm.build import ModelSpec, build_policy
+from tether.lm.discrepancy import MismatchConfig, dcmdp_demo_section, run_mismatch
 from tether.lm.evaluate import eval_problems, evaluate_split
 from tether.lm.grpo import (
     PRESETS,
@@ -79,6 +80,8 @@ COMMANDS = [
     Command("pretrain", PretrainConfig, run_pretrain,
             "supervised base model with a controllable logical prior (steps, error rate, alignment)"),
     Command("eval", EvalConfig, run_eval, "greedy accuracy, pass@k and maj@k of a model on held-out and OOD splits"),
+    Command("mismatch", MismatchConfig, run_mismatch,
+            "train/inference discrepancy of a checkpoint at every rollout-engine precision (DCMDP's metrics)"),
 ]
 
 
@@ -118,5 +121,6 @@ def demo_section(out_dir: Path) -> str:
         f"{last['eval/heldout/greedy_acc']:.2f}, sampled accuracy {first['eval/heldout/sample_acc']:.2f} -> "
         f"{last['eval/heldout/sample_acc']:.2f} ({cfg.eval.n_prompts} held-out problems; 3-seed, 100-step numbers in "
         "docs/results/lm-engine.md).\n\n"
-        "![held-out accuracy](lm_grpo_eval.png)\n\n![reward and length](lm_grpo_train.png)\n"
+        "![held-out accuracy](lm_grpo_eval.png)\n\n![reward and length](lm_grpo_train.png)\n\n"
+        + dcmdp_demo_section(out_dir)
     )

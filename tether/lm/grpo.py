@@ -53,6 +53,7 @@ from tether.lm.grpo_config import (  # noqa: F401
 )
 from tether.lm.losses import LOSSES
 from tether.lm.mismatch import mismatch_metrics
+from tether.lm.moe import route_flips
 from tether.lm.rewards import RewardInput, compute_rewards, reward_needs
 from tether.lm.sampler import RolloutEngine
 from tether.lm.tasks import Problem, make_task, parse_answer
@@ -103,7 +104,8 @@ class GRPOTrainer:
             self.ref = type(self.policy)(copy.deepcopy(self.policy.module).requires_grad_(False).eval())
         self.params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        self.engine = RolloutEngine(precision=cfg.rollout.precision, backend=cfg.rollout.backend)
+        self.engine = RolloutEngine(precision=cfg.rollout.precision, backend=cfg.rollout.backend,
+                                    logprobs=cfg.rollout.logprobs)
         self.engine_stale = True
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
@@ -198,6 +200,12 @@ class GRPOTrainer:
         k = self.cfg.correction
         m = mismatch_metrics(batch.old_logp, batch.rollout_logp, batch.comp_mask, c=k.c)
         self.metrics.log_dict({f"mismatch/{key}": v for key, v in m.items()})
+        if self.engine.kind == "native":  # MoE only: routes of the positions that predict completion tokens
+            count = torch.zeros_like(batch.mask)
+            count[:, batch.start - 1:-1] = batch.comp_mask
+            flips = route_flips(self.policy.module, self.engine.model, batch.ids, batch.mask, count)
+            if flips is not None:
+                self.metrics.log("mismatch/route_flip_frac", flips)
         batch.correction = apply_corrections(
             CorrectionInputs(batch.old_logp, batch.rollout_logp, batch.comp_mask, batch.group_ids, lam), k)
         self.metrics.log_dict({f"clip/{key}": v for key, v in batch.correction.diagnostics.items()})

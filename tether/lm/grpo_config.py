@@ -50,6 +50,9 @@ class RolloutSpec:
     """Nucleus sampling mass (1 = off)."""
     precision: str = "fp32"
     """Numeric precision of the rollout engine (registry tether.lm.sampler.PRECISIONS), independent of the trainer."""
+    logprobs: Literal["auto", "sampler", "recompute"] = "auto"
+    """Engine log-probs: from the decode loop (sampler), or from a full forward of the engine's own weights
+    (recompute: in fp32 bit-identical to the trainer, an exact on-policy control); auto = recompute for fp32 only."""
     backend: Literal["auto", "native", "hf"] = "auto"
     """Engine backend: native KV-cached TinyLM path (Llama/Qwen2 layouts), hf (transformers forward), or auto."""
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tether.core.config import check
+from tether.lm.moe import MoEMLP
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class ModelConfig:
     """RMSNorm epsilon."""
     qkv_bias: bool = False
     """Bias on the q/k/v projection (Qwen2 has one, Llama does not)."""
+    n_experts: int = 0
+    """Mixture-of-experts MLP with this many experts per block (0 = dense SwiGLU MLP; 4-8 for MoE)."""
+    top_k: int = 2
+    """Experts per token of the MoE MLP (top-k routing)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len"):
@@ -54,6 +59,8 @@ class ModelConfig:
         check(self.d_model % self.n_heads == 0, "d_model", self.d_model, f"a multiple of n_heads={self.n_heads}")
         check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", self.n_kv_heads, f"a divisor of n_heads={self.n_heads}")
         check((self.d_model // self.n_heads) % 2 == 0, "n_heads", self.n_heads, "a value giving an even head dim")
+        check(self.n_experts == 0 or 1 <= self.top_k <= self.n_experts, "top_k", self.top_k,
+              f"an integer in [1, n_experts={self.n_experts}]")
 
     @property
     def head_dim(self) -> int:
@@ -85,8 +92,11 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.qkv_bias)
         self.o = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.mlp_norm = nn.Parameter(torch.ones(cfg.d_model))
-        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
-        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        if cfg.n_experts:
+            self.moe = MoEMLP(cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.top_k)
+        else:
+            self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+            self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
     def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, L, d) -> q (B, H, L, Dh), k and v (B, Hkv, L, Dh), rope applied to q and k in one op."""
@@ -104,7 +114,10 @@ class Block(nn.Module):
         """Attention output (B, H, L, Dh) -> residual stream after the output projection and the MLP."""
         c = self.cfg
         x = x + self.o(att.transpose(1, 2).reshape(x.shape[0], x.shape[1], c.n_heads * c.head_dim))
-        gate, up = self.gate_up(F.rms_norm(x, (c.d_model,), self.mlp_norm, c.norm_eps)).chunk(2, dim=-1)
+        h = F.rms_norm(x, (c.d_model,), self.mlp_norm, c.norm_eps)
+        if c.n_experts:
+            return x + self.moe(h)
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
         return x + self.down(F.silu(gate) * up)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attn_mask: Tensor | None) -> Tensor:
@@ -196,9 +209,9 @@ class TinyLM(nn.Module):
     def reset_parameters(self) -> None:
         # GPT-2 style: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers).
         for name, p in self.named_parameters():
-            if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("o.weight", "down.weight")) else 0.02
-                nn.init.normal_(p, std=std)
+            if p.dim() in (2, 3):  # 3-D: stacked MoE expert weights
+                residual = name.endswith(("o.weight", "down.weight", "moe.down"))
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layers) if residual else 0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 

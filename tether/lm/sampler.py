@@ -98,11 +98,18 @@ def _top_p_filter(z: Tensor, top_p: float) -> Tensor:
 class RolloutEngine:
     """Samples completions with its own copy of the policy weights."""
 
-    def __init__(self, *, precision: str = "fp32", backend: Literal["auto", "native", "hf"] = "auto") -> None:
+    def __init__(self, *, precision: str = "fp32", backend: Literal["auto", "native", "hf"] = "auto",
+                 logprobs: Literal["auto", "sampler", "recompute"] = "auto") -> None:
         PRECISIONS.get(precision)  # unknown names raise with the list of valid ones
         if backend not in ("auto", "native", "hf"):
             raise ValueError(f"backend must be 'auto', 'native' or 'hf', got {backend!r}")
+        if logprobs not in ("auto", "sampler", "recompute"):
+            raise ValueError(f"logprobs must be 'auto', 'sampler' or 'recompute', got {logprobs!r}")
         self.precision, self.backend = precision, backend
+        # "recompute": return log-probs from a full-sequence forward of the engine's own weights (one extra
+        # forward). In fp32 that is the trainer's computation bit for bit, so the fp32 engine is an exact
+        # on-policy control (zero mismatch); "auto" uses it for fp32 only. "sampler": the decode loop's own.
+        self.recompute = logprobs == "recompute" or (logprobs == "auto" and precision == "fp32")
         self.model: nn.Module | None = None
         self.kind: str | None = None
         self.dtype = torch.float32
@@ -142,8 +149,23 @@ class RolloutEngine:
             step = _NativeStepper(self.model, ids, mask, max_new_tokens, self.dtype)
         else:
             step = _HFStepper(self.model, ids, mask, max_new_tokens)
-        return _decode_loop(step, ids.shape[0], max_new_tokens, eos_id, pad_id, temperature, top_p,
-                            generator, entropy)
+        out = _decode_loop(step, ids.shape[0], max_new_tokens, eos_id, pad_id, temperature, top_p,
+                           generator, entropy)
+        if self.recompute and temperature > 0 and top_p == 1.0:  # top-p/greedy change the distribution sampled
+            out.logp = self._rescore(ids, mask, out, temperature)
+        return out
+
+    def _rescore(self, ids: Tensor, mask: Tensor, out: Rollout, temperature: float) -> Tensor:
+        """Log-probs (B, T) of the sampled tokens from one full-sequence forward of the engine's weights."""
+        from tether.lm.policy import score_tokens
+
+        full, full_mask = torch.cat([ids, out.tokens], 1), torch.cat([mask, out.mask], 1)
+        start = ids.shape[1]
+        if self.kind == "native":
+            logits = self.model(full, full_mask, logits_from=start - 1)[:, :-1]
+        else:
+            logits = self.model(input_ids=full, attention_mask=full_mask.long()).logits[:, start - 1:-1]
+        return score_tokens(logits, out.tokens, temperature=temperature)["logp"].masked_fill(~out.mask, 0.0)
 
 
 def _decode_loop(step, B: int, T: int, eos_id: int, pad_id: int, temperature: float, top_p: float,
