@@ -1,0 +1,35 @@
+"""Shared agent pieces: the clipped critic gradient, BC-only training, the frozen reference."""
+
+import torch
+
+from tether.flow.agent import AgentConfig, BCAgent
+from tether.flow.data import ChunkBatch
+from tether.flow.qam import QAMAgent, QAMConfig
+
+TINY = AgentConfig(horizon=1, hidden=(16,), critic_hidden=(16,), num_qs=2, flow_steps=4)
+
+
+def test_q_grad_is_zero_in_clipped_dimensions():
+    agent = QAMAgent(QAMConfig(agent=TINY), 0, 2, seed=0, fixed_critic=lambda o, a: a.sum(-1))
+    g = agent.q_grad(torch.zeros(3, 0), torch.tensor([[0.5, 1.5], [-2.0, 0.0], [0.1, 0.2]]))
+    assert torch.equal(g, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+
+
+def test_frozen_reference_never_moves_and_ema_reference_does():
+    ones = torch.ones(16)
+    batch = ChunkBatch(torch.zeros(16, 0), torch.rand(16, 2), ones, 0 * ones, ones, torch.zeros(16, 0))
+    for reference, moves in (("frozen", False), ("ema", True)):
+        agent = QAMAgent(QAMConfig(agent=TINY, reference=reference), 0, 2, seed=0, fixed_critic=lambda o, a: a.sum(-1))
+        before = [p.clone() for p in agent.base.parameters()]
+        m = agent.update(batch)
+        changed = any(not torch.equal(a, b) for a, b in zip(before, agent.base.parameters(), strict=True))
+        assert changed == moves and ("loss/bc" in m) == moves
+
+
+def test_bc_agent_trains_only_the_flow():
+    agent = BCAgent(TINY, 0, 2, seed=0)
+    critic_before = [p.clone() for p in agent.critic.parameters()]
+    ones = torch.ones(8)
+    m = agent.update(ChunkBatch(torch.zeros(8, 0), torch.rand(8, 2), ones, ones, ones, torch.zeros(8, 0)))
+    assert set(m) == {"loss/bc", "loss/total", "grad/norm"}
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters(), strict=True))

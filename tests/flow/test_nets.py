@@ -1,0 +1,40 @@
+"""Networks: the stacked critic ensemble equals N separate MLPs; EMA; broadcasting of obs and t."""
+
+import torch
+import torch.nn.functional as F
+
+from tether.flow.nets import CriticEnsemble, OneStepPolicy, VelocityField, ema_update, frozen_copy
+
+
+def test_stacked_ensemble_equals_a_loop_over_members():
+    torch.manual_seed(0)
+    critic = CriticEnsemble(3, 4, (16, 8), n=5)
+    obs, act = torch.randn(7, 3), torch.randn(7, 4)
+    q = critic(obs, act)
+    assert q.shape == (5, 7)
+    for j in range(5):
+        h = torch.cat([obs, act], -1)
+        for lin, w, b in zip(critic.linears, critic.ln_w, critic.ln_b, strict=True):
+            h = F.gelu(F.layer_norm(h @ lin.weight[j] + lin.bias[j], (lin.weight.shape[-1],)) * w[j] + b[j])
+        ref = (h @ critic.head.weight[j] + critic.head.bias[j]).squeeze(-1)
+        assert torch.allclose(q[j], ref, atol=1e-5)
+
+
+def test_velocity_field_broadcasts_obs_over_flow_steps():
+    torch.manual_seed(0)
+    v = VelocityField(3, 2, (16,))
+    obs, x, t = torch.randn(4, 3), torch.randn(6, 4, 2), torch.rand(6, 4, 1)
+    out = v(obs.expand(6, 4, 3), x, t)
+    assert out.shape == (6, 4, 2)
+    assert torch.allclose(out[2], v(obs, x[2], t[2]), atol=1e-6)
+    assert torch.allclose(v(obs, x[0], 0.5), v(obs, x[0], torch.full((4, 1), 0.5)))
+    assert OneStepPolicy(3, 2, (8,))(obs, x[0]).shape == (4, 2)
+
+
+def test_ema_update_and_frozen_copy():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    t = frozen_copy(a)
+    assert not any(p.requires_grad for p in t.parameters())
+    expected = 0.9 * t.weight + 0.1 * b.weight
+    ema_update(t, b, 0.1)
+    assert torch.allclose(t.weight, expected)

@@ -1,0 +1,150 @@
+"""The one training loop every flow agent shares: offline updates, then an online phase with a replay buffer.
+
+Owns the step counter, the replay-buffer RNG, metrics flushing, evaluation, checkpoints and resume. The
+agent owns its networks, optimiser and duals (`FlowAgent.update`, `training_state`). The loop is env-
+agnostic: an env has gymnasium-style `reset()` / `step(action)` on torch tensors (OGBench adapters are a
+later issue). Online (UTD 1, as in QAM/TRQAM): the policy's action chunk is executed open-loop, each env
+step is appended to the buffer (dataset + online data, sampled uniformly) and followed by one update.
+
+Resume is exact in the offline phase. The online env is not checkpointed: on resume it is reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tether.core.config import check
+from tether.core.metrics import Metrics
+from tether.core.rundir import RunConfig, RunDir
+from tether.core.seeding import generator
+from tether.core.timing import Timer
+from tether.flow.agent import FlowAgent
+from tether.flow.data import ReplayBuffer
+
+
+class Env(Protocol):
+    def reset(self, *, seed: int | None = None) -> tuple[Tensor, dict]: ...
+
+    def step(self, action: Tensor) -> tuple[Tensor, float, bool, bool, dict]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Schedule of one run (offline then online)."""
+
+    offline_steps: int = 1000
+    """Gradient updates on the offline dataset."""
+    online_steps: int = 0
+    """Env steps of the online phase, one update after each (UTD 1)."""
+    batch_size: int = 256
+    """Chunks per update."""
+    eval_every: int = 0
+    """Updates between evaluations (0 = only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (needs an env)."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Run directory, seed, logging and checkpoint cadence."""
+
+    def __post_init__(self) -> None:
+        check(self.offline_steps >= 0 and self.online_steps >= 0, "offline_steps/online_steps",
+              (self.offline_steps, self.online_steps), ">= 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.eval_every >= 0 and self.eval_episodes >= 0, "eval_every/eval_episodes",
+              (self.eval_every, self.eval_episodes), ">= 0")
+
+
+@torch.no_grad()
+def evaluate(agent: FlowAgent, env: Env, episodes: int, *, seed: int) -> dict[str, float]:
+    """Mean return and success over `episodes` episodes, chunks executed open-loop."""
+    returns, successes = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, done, info = 0.0, False, {}
+        while not done:
+            chunk = agent.act(obs[None])[0].view(agent.cfg.horizon, agent.act_dim)
+            for a in chunk:
+                obs, r, term, trunc, info = env.step(a)
+                total, done = total + r, term or trunc
+                if done:
+                    break
+        returns.append(total)
+        successes.append(float(info.get("success", False)))
+    return {"eval/return": sum(returns) / max(episodes, 1), "eval/success": sum(successes) / max(episodes, 1)}
+
+
+class OnlineCollector:
+    """Steps an env with the agent's open-loop chunks and appends each transition to the buffer."""
+
+    def __init__(self, env: Env, seed: int):
+        self.env, self.seed, self.episode = env, seed, 0
+        self.obs, self.queue, self.ret = None, [], 0.0
+
+    def step(self, agent: FlowAgent, buffer: ReplayBuffer) -> dict[str, float]:
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=self.seed + 10_000 + self.episode)
+        if not self.queue:
+            self.queue = list(agent.act(self.obs[None])[0].view(agent.cfg.horizon, agent.act_dim))
+        a = self.queue.pop(0)
+        nxt, r, term, trunc, info = self.env.step(a)
+        buffer.add(self.obs[None], a[None], torch.tensor([r]), nxt[None], torch.tensor([term]), torch.tensor([term or trunc]))
+        self.obs, self.ret = nxt, self.ret + r
+        if not (term or trunc):
+            return {}
+        out = {"rollout/return": self.ret, "rollout/success": float(info.get("success", False))}
+        self.obs, self.queue, self.ret, self.episode = None, [], 0.0, self.episode + 1
+        return out
+
+
+def save(run: RunDir, step: int, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator, offline_size: int) -> None:
+    online = slice(offline_size, buffer.size)
+    state = {"agent": agent.training_state(), "rng": rng_state({"replay": gen}), "step": step,
+             "online": {k: getattr(buffer, k)[online].clone() for k in ("obs", "actions", "rewards", "next_obs", "terminals", "ends")}}
+    save_checkpoint(run.checkpoint_path(step), state, meta={"step": step, "buffer_size": buffer.size})
+
+
+def restore(run: RunDir, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator) -> int:
+    """Load the latest checkpoint (if any) into agent/buffer/gen; returns the step to continue from."""
+    path = run.latest_checkpoint()
+    if path is None:
+        return 0
+    state = load_checkpoint(path)
+    agent.load_training_state(state["agent"])
+    set_rng_state(state["rng"], {"replay": gen})
+    o = state["online"]
+    buffer.add(o["obs"], o["actions"], o["rewards"], o["next_obs"], o["terminals"], o["ends"])
+    run.truncate_after(state["step"])
+    return state["step"]
+
+
+def fit(agent: FlowAgent, buffer: ReplayBuffer, cfg: TrainConfig, run: RunDir, *,
+        env_fn: Callable[[], Env] | None = None) -> dict[str, float]:
+    """Offline updates, then online steps; returns the last flushed metrics (plus the last evaluation)."""
+    gen = generator(cfg.run.seed, "replay")
+    offline_size = buffer.size
+    step = restore(run, agent, buffer, gen) if cfg.run.resume else 0
+    total = cfg.offline_steps + cfg.online_steps
+    collector = OnlineCollector(env_fn(), cfg.run.seed) if env_fn is not None and cfg.online_steps else None
+    metrics, timer, last = Metrics(), Timer(), {}
+    while step < total:
+        if step >= cfg.offline_steps and collector is not None:
+            with timer("rollout"):
+                metrics.log_dict(collector.step(agent, buffer))
+        with timer("update"):
+            batch = buffer.sample(cfg.batch_size, agent.cfg.horizon, agent.cfg.discount, gen)
+            metrics.log_dict(agent.update(batch))
+        step += 1
+        if step % cfg.run.log_every == 0 or step == total:
+            last = {**metrics.flush(), **timer.flush()}
+            run.log_metrics(step, last)
+        if env_fn is not None and cfg.eval_episodes and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
+            last.update(evaluate(agent, env_fn(), cfg.eval_episodes, seed=cfg.run.seed + 1))
+            run.log_eval(step, {k: v for k, v in last.items() if k.startswith("eval/")})
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == total:
+            save(run, step, agent, buffer, gen, offline_size)
+    return last
