@@ -87,3 +87,15 @@ def test_plot_groups_seeds(tmp_path):
 def test_family_placeholder_or_commands(family, capsys):
     assert main([family, "--help"]) == 0
     assert capsys.readouterr().out
+
+
+def test_plot_groups_keep_real_differences_named_name(tmp_path):
+    """`correction.name` differs between runs: they are two groups, not two seeds of one."""
+    from tether.core.plots import group_runs, is_noise_field
+
+    for name in ("none", "dcmdp"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"correction": {"name": name}, "run": {"dir": str(d), "seed": 0}}))
+    assert len(group_runs(sorted(tmp_path.iterdir()))) == 2
+    assert is_noise_field("run.dir") and is_noise_field("eval.seed") and not is_noise_field("correction.name")

@@ -33,8 +33,14 @@ def _is_seed(key: str) -> bool:
     return leaf == "seed" or leaf.endswith("_seed")
 
 
-def is_noise_field(key: str) -> bool:  # fields that name the run rather than configure it
-    return _is_seed(key) or key.rsplit(".", 1)[-1] in ("dir", "name", "resume", "root")
+def is_noise_field(key: str) -> bool:
+    """Fields that name or place a run rather than configure it: seeds anywhere, and the run section's
+    directory/name/resume/logging fields (a `correction.name` or `model.path` is a real difference)."""
+    parts = key.split(".")
+    if _is_seed(key):
+        return True
+    return (len(parts) == 1 or parts[0] == "run") and parts[-1] in (
+        "dir", "name", "resume", "root", "tensorboard", "log_every", "save_every")
 
 
 def run_config(run: Path) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def dcmdp_demo_section(out_dir: Path) -> str:
     runs = []
     for name in ("none", "dcmdp"):
         cfg = override(smoke(), {"steps": "20", "rollout.precision": "int4", "correction.name": name,
-                                 "correction.normalized": "true", "samples_every": "0"})
+                                 "samples_every": "0"})
         run = RunDir.create(out_dir / f"dcmdp_{name}", cfg, seed=0, overwrite=True)
         GRPOTrainer(cfg, run).fit()
         runs.append(run.path)
@@ -134,7 +134,7 @@ def dcmdp_demo_section(out_dir: Path) -> str:
     return ("## Train/inference discrepancy and DCMDP (arXiv:2606.08779)\n\n"
             "Mismatch between the fp32 trainer and the KV-cached rollout engine at each deployment precision, on "
             "the shipped medium base (32 held-out prompts x 4 samples):\n\n" + "\n".join(table) +
-            "\n\nThen 20 GRPO steps with int4 rollouts, without correction and with DCMDP (normalised dual step): "
-            "the multiplier λ moves with the measured δ̄ against the tolerance c = 0.0037. One seed; the "
+            "\n\nThen 20 GRPO steps with int4 rollouts, without correction and with DCMDP (the paper's dual step, "
+            "η = 1, λ₀ = 0.1): δ̄ sits above the tolerance c = 0.0037, so λ climbs by about δ̄ − c per step. One seed; the "
             "comparisons with >= 3 seeds are in docs/results/dcmdp.md.\n\n![dcmdp](dcmdp.png)\n\n"
             f"_{time.perf_counter() - t0:.0f} s_\n")
