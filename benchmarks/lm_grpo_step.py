@@ -2,12 +2,19 @@
 
 Setup (as in shared/notes/anchor_lm_speed.md §3): a random-init Qwen2 (tied embeddings, SDPA), the
 32-symbol char tokenizer, running-sum prompts, 16 prompts x G=8 = 128 completions of up to 32 tokens (EOS
-on), temperature 1, reward 1 if the completion contains '#', beta 0, one optimizer step per generation
-(no old-logp pass), lr 1e-3, grad clip 1, TRL gradient checkpointing OFF (its default ON is 21-24 % slower).
-A step = generation + reward + advantages + loss forward + backward + clip + AdamW step. Median over steps
-3..N. tether is timed twice: with the HF model in the trainer (`HFPolicy`, engine on the exported weights)
-and fully native (the same weights loaded into TinyLM: identical math, see tests/lm/test_hf.py).
-Prints one JSON line: tether_s, tether_native_s, trl_s, ratio (trl / tether), ratio_native.
+on), temperature 1, reward 1 if the completion contains '#', beta 0, one optimizer step per generation,
+lr 1e-3, grad clip 1. A step = generation + reward + advantages + loss forward + backward + clip + AdamW.
+Median over steps 3..N, wall and CPU time.
+
+tether variants (all in this process, timed before and after TRL so that load drift shows):
+  tether         the HF model in the trainer (`HFPolicy`, engine on the exported weights), default config
+  native         the same weights loaded into TinyLM (identical math, see tests/lm/test_hf.py)
+  native_lp      native with rollout.logprobs=sampler: the engine returns its decode-loop log-probs instead
+                 of recomputing them with one more full-sequence forward (the fp32 default, for DCMDP's
+                 exact on-policy control); the trainer's own theta_old forward is unchanged
+TRL variants: gradient checkpointing off (same work as tether) and on (TRL 1.16's default).
+--bf16: tether with optim.bf16 (autocast) and a bf16 engine, TRL with bf16=True (autocast, bf16 generation).
+Prints one JSON line; ratio_* = TRL (GC off) / tether variant, ratio_trl_default_* = TRL (GC on) / variant.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ def hash_reward(batch) -> torch.Tensor:
     return torch.tensor([float("#" in c) for c in batch.completions])
 
 
-def time_tether(args, native: bool) -> tuple[float, float]:
+def time_tether(args, native: bool, extra: dict | None = None) -> tuple[float, float]:
     from tether.core.config import override
     from tether.lm.grpo import GRPOTrainer, TrainConfig
     from tether.lm.hf import hf_to_native
@@ -45,7 +52,8 @@ def time_tether(args, native: bool) -> tuple[float, float]:
         "model.n_kv_heads": args.heads, "model.d_ff": args.ff, "model.max_seq_len": 128,
         "rollout.prompts_per_step": 16, "rollout.group_size": 8, "rollout.max_new_tokens": 32,
         "algo.reward": "bench_hash", "algo.aggregation": "token_mean_global", "optim.lr": 1e-3,
-        "eval.every": 0, "samples_every": 0, "steps": args.steps})
+        "eval.every": 0, "samples_every": 0, "steps": args.steps, "optim.bf16": str(args.bf16),
+        "rollout.precision": "bf16" if args.bf16 else "fp32", **(extra or {})})
     tr = GRPOTrainer(cfg)
     if native:
         mcfg, sd = hf_to_native(tr.policy.module)
@@ -64,7 +72,7 @@ def time_tether(args, native: bool) -> tuple[float, float]:
     return statistics.median(walls[2:]), statistics.median(cpus[2:])
 
 
-def time_trl(args) -> tuple[float, float]:
+def time_trl(args, gradient_checkpointing: bool) -> tuple[float, float]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -95,34 +103,56 @@ def time_trl(args) -> tuple[float, float]:
 
     with tempfile.TemporaryDirectory() as d:
         targs = GRPOConfig(
-            output_dir=d, use_cpu=True, bf16=False, fp16=False, seed=0, per_device_train_batch_size=128,
+            output_dir=d, use_cpu=True, bf16=args.bf16, fp16=False, seed=0, per_device_train_batch_size=128,
             gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1, num_generations=8,
             max_completion_length=32, temperature=1.0, top_p=1.0, top_k=0, beta=0.0, loss_type="dapo",
             learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
             max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0,
-            disable_dropout=True, log_completions=False, gradient_checkpointing=False)
+            disable_dropout=True, log_completions=False, gradient_checkpointing=gradient_checkpointing)
         trainer = GRPOTrainer(model=model, processing_class=tok, reward_funcs=reward_hash, args=targs,
                               train_dataset=ds, callbacks=[Clock()])
         trainer.train()
     return statistics.median(walls[2:]), statistics.median(cpus[2:])
 
 
+def runq_wait_s() -> float:
+    """Seconds this process spent runnable but waiting for a core (/proc schedstat), all threads."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[1])
+    return total / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     for k, v in dict(hidden=64, layers=2, heads=4, ff=256, steps=10).items():
         ap.add_argument(f"--{k}", type=int, default=v)
+    ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ours_w, ours_c = time_tether(args, native=False)
-    nat_w, nat_c = time_tether(args, native=True)
-    trl_w, trl_c = time_trl(args)
-    print(json.dumps({
-        "bench": "lm_grpo_step", "hidden": args.hidden, "layers": args.layers, "completions": 128, "max_tokens": 32,
-        "tether_s": round(ours_w, 4), "tether_native_s": round(nat_w, 4), "trl_s": round(trl_w, 4),
-        "ratio": round(trl_w / ours_w, 2), "ratio_native": round(trl_w / nat_w, 2),
-        "tether_cpu_s": round(ours_c, 4), "tether_native_cpu_s": round(nat_c, 4), "trl_cpu_s": round(trl_c, 4),
-        "ratio_cpu": round(trl_c / ours_c, 2), "ratio_native_cpu": round(trl_c / nat_c, 2),
-    }))
+    q0, w0 = runq_wait_s(), time.perf_counter()
+    runs = {}  # name -> list of (wall, cpu) medians; tether variants run before and after TRL
+    for rnd in range(2):
+        runs.setdefault("tether", []).append(time_tether(args, native=False))
+        runs.setdefault("native", []).append(time_tether(args, native=True))
+        runs.setdefault("native_lp", []).append(time_tether(args, native=True, extra={"rollout.logprobs": "sampler"}))
+        if rnd == 0:
+            runs["trl"] = [time_trl(args, gradient_checkpointing=False)]
+            runs["trl_gc"] = [time_trl(args, gradient_checkpointing=True)]
+    wall = {k: statistics.mean(w for w, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.mean(c for _, c in v) for k, v in runs.items()}
+    out = {"bench": "lm_grpo_step", "hidden": args.hidden, "layers": args.layers, "completions": 128, "max_tokens": 32,
+           "bf16": args.bf16, "runq_wait_frac": round((runq_wait_s() - q0) / (time.perf_counter() - w0), 3)}
+    out.update({f"{k}_s": round(v, 4) for k, v in wall.items()})
+    out.update({f"{k}_cpu_s": round(v, 4) for k, v in cpu.items()})
+    out["tether_runs_s"] = [round(w, 4) for w, _ in runs["tether"]]
+    out["native_runs_s"] = [round(w, 4) for w, _ in runs["native"]]
+    for k in ("tether", "native", "native_lp"):
+        out[f"ratio_{k}"] = round(wall["trl"] / wall[k], 2)
+        out[f"ratio_{k}_cpu"] = round(cpu["trl"] / cpu[k], 2)
+        out[f"ratio_trl_default_{k}"] = round(wall["trl_gc"] / wall[k], 2)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

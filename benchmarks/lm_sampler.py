@@ -3,8 +3,11 @@
 Same Qwen2 model (random init, tied embeddings, SDPA), same batch of running-sum prompts, same max new
 tokens, EOS disabled in both so every row samples exactly `--new` tokens; pure sampling (temperature 1,
 top-k off, top-p 1). One torch thread. Prints one JSON line: ours_tok_s, hf_tok_s, ratio (ours / hf),
-plus CPU-time rates and the run-queue wait fraction (other jobs on the shared machine); the two
-samplers are timed in alternation so that such load hits both alike.
+plus CPU-time rates and the run-queue wait fraction (other jobs on the shared machine). The samplers
+are timed in alternation, once per round, so that such load hits all alike; ratios are medians over
+rounds. "ours" returns the decode loop's log-probs (HF's `generate` computes the same softmax and returns
+none); "ours_exact" is the engine default, which in fp32 recomputes trainer-exact log-probs with one extra
+full-sequence forward (`RolloutEngine(logprobs=...)`); in bf16 the two are the same path.
 Usage: python benchmarks/lm_sampler.py [--hidden 64 --layers 2 --heads 4 --ff 256 --batch 256 --new 32]
        [--dtype bf16]
 """
@@ -32,25 +35,31 @@ def runq_wait_s() -> float:
     return total / 1e9
 
 
-def timed_pair(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float], float]:
-    """Median (wall s, CPU s) of fa and of fb, calls interleaved a, b, a, b, ... after one warm-up each, so
-    that load from other jobs hits both alike; also the run-queue wait fraction over the whole measurement."""
-    fa(), fb()
-    res = {0: ([], []), 1: ([], [])}
+def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict, float]:
+    """Time each function once per round, in turn, for `repeats` rounds after one warm-up each, so that load
+    from other jobs hits all alike. Returns per-function lists of wall and CPU seconds, and the run-queue
+    wait fraction over the whole measurement."""
+    for fn in fns.values():
+        fn()
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
     q0, w0 = runq_wait_s(), time.perf_counter()
     for _ in range(repeats):
-        for i, fn in enumerate((fa, fb)):
+        for k, fn in fns.items():
             t, c = time.perf_counter(), time.process_time()
             fn()
-            res[i][0].append(time.perf_counter() - t)
-            res[i][1].append(time.process_time() - c)
-    med = lambda i: (statistics.median(res[i][0]), statistics.median(res[i][1]))
-    return med(0), med(1), (runq_wait_s() - q0) / (time.perf_counter() - w0)
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return wall, cpu, (runq_wait_s() - q0) / (time.perf_counter() - w0)
+
+
+def ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a/b (robust to load that changes between rounds)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    for k, v in dict(hidden=64, layers=2, heads=4, ff=256, batch=256, new=32, repeats=5, seed=0).items():
+    for k, v in dict(hidden=64, layers=2, heads=4, ff=256, batch=256, new=32, repeats=7, seed=0).items():
         ap.add_argument(f"--{k}", type=int, default=v)
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
@@ -65,17 +74,22 @@ def main() -> None:
     rng = random.Random(args.seed)
     prompts = ["S" + ",".join(str(rng.randint(0, 9)) for _ in range(4)) + "?" for _ in range(args.batch)]
     ids, mask = pad_left([tok.encode(p) for p in prompts], tok.pad_id)
-    engine = RolloutEngine(precision=args.dtype, backend="native")
-    engine.sync_from(HFPolicy(model))
+    # "sampler": log-probs from the decode loop (like HF, which computes the same softmax while sampling);
+    # "auto": the engine default, which in fp32 adds one full-sequence forward for trainer-exact log-probs
+    engines = {name: RolloutEngine(precision=args.dtype, backend="native", logprobs=name) for name in ("sampler", "auto")}
+    for engine in engines.values():
+        engine.sync_from(HFPolicy(model))
     if args.dtype == "bf16":
         model.to(torch.bfloat16)
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = tok.pad_id
 
-    def ours():
-        g = torch.Generator().manual_seed(0)
-        r = engine.generate(ids, mask, max_new_tokens=args.new, eos_id=-1, pad_id=tok.pad_id, generator=g)
-        assert r.tokens.shape == (args.batch, args.new)
+    def ours(engine):
+        def run():
+            g = torch.Generator().manual_seed(0)
+            r = engine.generate(ids, mask, max_new_tokens=args.new, eos_id=-1, pad_id=tok.pad_id, generator=g)
+            assert r.tokens.shape == (args.batch, args.new)
+        return run
 
     @torch.inference_mode()
     def hf():
@@ -85,13 +99,19 @@ def main() -> None:
         assert out.shape == (args.batch, ids.shape[1] + args.new)
 
     n_tok = args.batch * args.new
-    (ours_w, ours_c), (hf_w, hf_c), runq = timed_pair(ours, hf, args.repeats)
+    wall, cpu, runq = timed_rounds({"ours": ours(engines["sampler"]), "ours_exact": ours(engines["auto"]), "hf": hf},
+                                   args.repeats)
+    med = lambda d, k: statistics.median(d[k])
     print(json.dumps({
         "bench": "lm_sampler", "dtype": args.dtype, "hidden": args.hidden, "layers": args.layers, "batch": args.batch,
-        "new_tokens": args.new, "params": sum(p.numel() for p in model.parameters()),
-        "ours_tok_s": round(n_tok / ours_w), "hf_tok_s": round(n_tok / hf_w), "ratio": round(hf_w / ours_w, 2),
-        "ours_tok_cpu_s": round(n_tok / ours_c), "hf_tok_cpu_s": round(n_tok / hf_c),
-        "ratio_cpu": round(hf_c / ours_c, 2), "runq_wait_frac": round(runq, 3),
+        "new_tokens": args.new, "params": sum(p.numel() for p in model.parameters()), "repeats": args.repeats,
+        "ours_tok_s": round(n_tok / med(wall, "ours")), "hf_tok_s": round(n_tok / med(wall, "hf")),
+        "ratio": round(ratio(wall["hf"], wall["ours"]), 2), "ratio_cpu": round(ratio(cpu["hf"], cpu["ours"]), 2),
+        "ours_tok_cpu_s": round(n_tok / med(cpu, "ours")), "hf_tok_cpu_s": round(n_tok / med(cpu, "hf")),
+        "exact_logprobs": engines["auto"].recompute,
+        "ratio_exact": round(ratio(wall["hf"], wall["ours_exact"]), 2),
+        "ratio_exact_cpu": round(ratio(cpu["hf"], cpu["ours_exact"]), 2),
+        "runq_wait_frac": round(runq, 3),
     }))
 
 

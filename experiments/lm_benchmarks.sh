@@ -3,9 +3,12 @@
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 command -v tether >/dev/null || export PATH="$PWD/.venv/bin:$PATH"   # the repo venv when not activated
+B=(--hidden 128 --layers 4 --ff 512)                                      # model (b); the default is model (a)
 python benchmarks/lm_sampler.py                                           # model (a), fp32
 python benchmarks/lm_sampler.py --dtype bf16                              # model (a), bf16
-python benchmarks/lm_sampler.py --hidden 128 --layers 4 --ff 512          # model (b), fp32
-python benchmarks/lm_sampler.py --hidden 128 --layers 4 --ff 512 --dtype bf16
-python benchmarks/lm_grpo_step.py                                         # model (a) vs TRL GRPOTrainer
+python benchmarks/lm_sampler.py "${B[@]}"                                 # model (b), fp32
+python benchmarks/lm_sampler.py "${B[@]}" --dtype bf16                    # model (b), bf16
+python benchmarks/lm_grpo_step.py                                         # model (a) vs TRL GRPOTrainer, fp32
+python benchmarks/lm_grpo_step.py "${B[@]}"                               # model (b), fp32
+python benchmarks/lm_grpo_step.py --bf16                                  # model (a), bf16 on both sides
 python benchmarks/lm_mfu.py                                               # model (b) forward+backward

@@ -91,3 +91,16 @@ def test_mismatch_command_json_per_precision(capsys):
     assert rows[0]["delta_mean"] == 0.0 < rows[1]["delta_mean"]
     assert main(["lm", "mismatch", "--precisions", "fp4"]) == 2
     assert "precisions" in capsys.readouterr().err
+
+
+def test_reusing_theta_old_for_the_exact_fp32_engine_equals_its_recompute():
+    """The trainer skips the engine's rescoring forward in exact fp32 mode; the result must be the same."""
+    fast = GRPOTrainer(_cfg())
+    assert fast.reuse_exact and not fast.engine.recompute
+    slow = GRPOTrainer(_cfg(**{"optim.micro_batch": "16"}))  # micro-batching disables the reuse
+    assert not slow.reuse_exact and slow.engine.recompute
+    b_fast, b_slow = fast.rollout(), slow.rollout()
+    fast.prepare(b_fast, 0.0)
+    slow.prepare(b_slow, 0.0)
+    assert torch.equal(b_fast.ids, b_slow.ids)  # same seed, same tokens
+    assert torch.equal(b_fast.rollout_logp, b_slow.rollout_logp)

@@ -54,6 +54,7 @@ from tether.lm.grpo_config import (  # noqa: F401
 from tether.lm.losses import LOSSES
 from tether.lm.mismatch import mismatch_metrics
 from tether.lm.moe import route_flips
+from tether.lm.policy import TinyPolicy
 from tether.lm.rewards import RewardInput, compute_rewards, reward_needs
 from tether.lm.sampler import RolloutEngine
 from tether.lm.tasks import Problem, make_task, parse_answer
@@ -104,8 +105,13 @@ class GRPOTrainer:
             self.ref = type(self.policy)(copy.deepcopy(self.policy.module).requires_grad_(False).eval())
         self.params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        # The exact fp32 engine's recomputed log-probs are the trainer's theta_old forward bit for bit (same
+        # weights, same TinyLM forward, whole batch): take them from that forward instead of running it twice.
+        self.reuse_exact = (cfg.rollout.precision == "fp32" and cfg.rollout.logprobs in ("auto", "recompute")
+                            and not cfg.optim.bf16 and cfg.optim.micro_batch == 0
+                            and isinstance(self.policy, TinyPolicy))
         self.engine = RolloutEngine(precision=cfg.rollout.precision, backend=cfg.rollout.backend,
-                                    logprobs=cfg.rollout.logprobs)
+                                    logprobs="sampler" if self.reuse_exact else cfg.rollout.logprobs)
         self.engine_stale = True
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
@@ -162,6 +168,8 @@ class GRPOTrainer:
         with self.timer("old_logp"):
             stats = self.stats_of(self.policy, batch, self._needed_stats())
             batch.old_logp = stats["logp"]
+        if self.reuse_exact:
+            batch.rollout_logp = batch.old_logp.masked_fill(~batch.comp_mask, 0.0)
         delta_mean = self.correct(batch, lam)
         with self.timer("reward"):
             self.score(batch, stats)

@@ -176,8 +176,9 @@ class KVCache:
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, slots: int, dtype: torch.dtype) -> KVCache:
         shape = (slots, cfg.head_dim, batch * cfg.n_kv_heads)
-        return cls([torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layers)],
-                   [torch.zeros(shape, dtype=dtype) for _ in range(cfg.n_layers)],
+        # every slot is written (the prompt by `prefill`, slot t by `step`) before it is read: no zero fill
+        return cls([torch.empty(shape, dtype=dtype) for _ in range(cfg.n_layers)],
+                   [torch.empty(shape, dtype=dtype) for _ in range(cfg.n_layers)],
                    torch.zeros((slots, batch, 1), dtype=dtype))
 
 

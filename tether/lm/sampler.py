@@ -181,26 +181,26 @@ def _decode_loop(step, B: int, T: int, eos_id: int, pad_id: int, temperature: fl
     valid = torch.zeros((B, T), dtype=torch.bool)
     ents = torch.zeros((B, T), dtype=torch.float32) if want_entropy else None
     done = torch.zeros(B, dtype=torch.bool)
-    rows = torch.arange(B)                                   # global ids of the stepper's rows
+    rows = slice(None)                  # the stepper's rows: all of them, later a tensor of global row ids
     logits = step.first_logits
     for t in range(T):
         u = torch.rand((B, 1), generator=generator)[rows] if temperature > 0 else None
         tok, lp, ent = sample_next(logits, u, temperature=temperature, top_p=top_p, entropy=want_entropy)
-        finished = done[rows]
+        finished = done[rows]                          # a view while rows is slice(None): read before done is written
         tok.masked_fill_(finished, pad_id)
         tokens[rows, t] = tok
         logps[rows, t] = lp.masked_fill_(finished, 0.0)
         valid[rows, t] = ~finished
         if ents is not None:
             ents[rows, t] = ent.masked_fill_(finished, 0.0)
-        done[rows] = finished | (tok == eos_id)
-        live = ~done[rows]
+        live = ~(finished | (tok == eos_id))
+        done[rows] = ~live
         n_live = int(live.sum())
         if t + 1 == T or n_live == 0:
             T = t + 1
             break
-        if n_live <= 0.75 * len(rows) and step.compact(live.nonzero()[:, 0]):
-            rows, tok = rows[live], tok[live]
+        if n_live <= 0.75 * len(live) and step.compact(live.nonzero()[:, 0]):
+            rows, tok = torch.arange(B)[rows][live], tok[live]
         logits = step(tok, t)
     return Rollout(tokens[:, :T], logps[:, :T], valid[:, :T], None if ents is None else ents[:, :T])
 
