@@ -14,7 +14,7 @@ from tether.lm.lens import (
 
 
 def test_phase_trajectory_standardises_by_first_steps():
-    rows = [{"rollout/entropy_mean": 1.0 + 0.1 * (i % 2), "rollout/length_mean": 20.0 + i % 3,
+    rows = [{"rollout/entropy": 1.0 + 0.1 * (i % 2), "rollout/len_mean": 20.0 + i % 3,
              "reward/mean": 0.5, "step": i} for i in range(30)]
     z = phase_trajectory(rows, w0=10)
     assert z.shape == (30, 3)

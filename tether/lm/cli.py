@@ -26,6 +26,7 @@ from tether.lm.grpo import (
     one_thread,
     train,
 )
+from tether.lm.intrinsic_cli import INTRINSIC_COMMANDS, intrinsic_demo_section
 from tether.lm.pretrain import PretrainConfig
 from tether.lm.pretrain import run as run_pretrain
 from tether.lm.sampler import PRECISIONS, RolloutEngine
@@ -82,6 +83,7 @@ COMMANDS = [
     Command("eval", EvalConfig, run_eval, "greedy accuracy, pass@k and maj@k of a model on held-out and OOD splits"),
     Command("mismatch", MismatchConfig, run_mismatch,
             "train/inference discrepancy of a checkpoint at every rollout-engine precision (DCMDP's metrics)"),
+    *INTRINSIC_COMMANDS,
 ]
 
 
@@ -122,5 +124,5 @@ def demo_section(out_dir: Path) -> str:
         f"{last['eval/heldout/sample_acc']:.2f} ({cfg.eval.n_prompts} held-out problems; 3-seed, 100-step numbers in "
         "docs/results/lm-engine.md).\n\n"
         "![held-out accuracy](lm_grpo_eval.png)\n\n![reward and length](lm_grpo_train.png)\n\n"
-        + dcmdp_demo_section(out_dir)
+        + dcmdp_demo_section(out_dir) + "\n" + intrinsic_demo_section(out_dir)
     )

@@ -29,7 +29,7 @@ from scipy.spatial.distance import squareform
 __all__ = ["PHASE_KEYS", "phase_trajectory", "Envelope", "envelope_metrics", "hull_volume", "dtw",
            "dtw_matrix", "open_end_dtw", "cluster_curves", "participation_ratio"]
 
-PHASE_KEYS = ("rollout/entropy_mean", "rollout/length_mean", "reward/mean")
+PHASE_KEYS = ("rollout/entropy", "rollout/len_mean", "reward/mean")  # the GRPO trainer's keys
 
 
 def phase_trajectory(rows: list[dict[str, float]], keys: tuple[str, ...] = PHASE_KEYS, w0: int = 10,

@@ -64,7 +64,6 @@ class LensConfig:
     """Print one JSON object per run plus a summary (else a table)."""
 
     def __post_init__(self) -> None:
-        check(len(self.run_dirs) >= 1, "run_dirs", self.run_dirs, "at least one run directory")
         check(self.w0 >= 4, "w0", self.w0, "an integer >= 4 (a 3-D hull needs 4 points)")
         check(self.window >= 1, "window", self.window, "an integer >= 1")
         check(self.smooth >= 1, "smooth", self.smooth, "an integer >= 1 (1 = no smoothing)")
@@ -80,6 +79,7 @@ class RunLens:
     metrics: dict[str, np.ndarray]
     evals: list[dict]
     cluster: int = 0
+    reference: bool = False      # one of the runs forming the envelope (left out of the early-warning AUROC)
 
     def inside_late(self) -> float:
         return float(self.metrics["inside_frac"][len(self.z) // 2:].mean())
@@ -119,14 +119,18 @@ def load_run(path: str | Path, w0: int, smooth: int = 1) -> tuple[str, np.ndarra
 
 def analyse(cfg: LensConfig) -> list[RunLens]:
     """Trajectories, envelope metrics and DTW clusters of every run."""
+    # checked here, not in __post_init__: the CLI parser builds the default (empty) config first
+    check(len(cfg.run_dirs) >= 1, "run_dirs", cfg.run_dirs, "at least one run directory")
     loaded = [load_run(d, cfg.w0, cfg.smooth) for d in cfg.run_dirs]
     shared = None
     if cfg.reference:
         shared = Envelope(np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference]))
     runs = []
-    for name, steps, z, ent, evals in loaded:
+    refs = {Path(d).resolve() for d in cfg.reference}
+    for d, (name, steps, z, ent, evals) in zip(cfg.run_dirs, loaded, strict=True):
         env = shared or Envelope(z[: cfg.w0])
-        runs.append(RunLens(name, steps, z, ent, envelope_metrics(z, env, window=cfg.window), evals))
+        runs.append(RunLens(name, steps, z, ent, envelope_metrics(z, env, window=cfg.window), evals,
+                            reference=Path(d).resolve() in refs))
     if len(runs) >= 2:
         labels, _ = cluster_curves([r.entropy for r in runs], k=cfg.clusters)
         for r, lab in zip(runs, labels, strict=True):
@@ -144,8 +148,9 @@ def _auroc(scores: list[float], labels: list[bool]) -> float:
 
 
 def early_warning(runs: list[RunLens], cfg: LensConfig) -> dict:
-    """Q3: AUROC of the partial lens for the final outcome, and the lead time of its alarm over accuracy."""
-    done = [r for r in runs if r.acc_delta() is not None]
+    """Q3: AUROC of the partial lens for the final outcome, and the lead time of its alarm over accuracy.
+    Reference runs are left out: they are inside their own envelope by construction."""
+    done = [r for r in runs if r.acc_delta() is not None and not r.reference]
     failed = [r.acc_delta() < -cfg.fail_drop for r in done]
     out: dict = {"runs_with_eval": len(done), "failed": int(sum(failed))}
     for t in cfg.predict_at:
@@ -181,59 +186,83 @@ def _partial_dtw_scores(runs: list[RunLens], failed: list[bool], t: int) -> list
     return scores
 
 
+def _group(name: str) -> str:
+    """Runs that differ only by seed share a colour: 'medium/ent/s1' -> 'medium/ent'."""
+    head, _, tail = name.rpartition("/")
+    return head if head and tail.startswith("s") and tail[1:].isdigit() else name
+
+
+def _group_colors(runs: list[RunLens], cmap) -> dict:
+    groups = list(dict.fromkeys(_group(r.name) for r in runs))
+    return {g: cmap(i % 10) for i, g in enumerate(groups)}
+
+
 def plot(runs: list[RunLens], cfg: LensConfig, out: Path, prefix: str = "lens") -> list[Path]:
     """Three figures: 3-D trajectories with envelopes, DTW dendrogram, envelope-metric curves."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy.cluster.hierarchy import dendrogram
 
     out.mkdir(parents=True, exist_ok=True)
-    colors = plt.get_cmap("tab10")
     paths = [out / f"{prefix}_phase.png", out / f"{prefix}_dtw.png", out / f"{prefix}_metrics.png"]
+    colors = _group_colors(runs, plt.get_cmap("tab10"))
+    for draw, path in zip((_plot_phase, _plot_dtw, _plot_metrics), paths, strict=True):
+        fig = draw(plt, runs, cfg, colors)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+    return paths
+
+
+def _plot_phase(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
     fig = plt.figure(figsize=(6.5, 5))
     ax = fig.add_subplot(projection="3d")
-    ref = np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference]) if cfg.reference else None
-    if ref is not None:
+    if cfg.reference:
+        ref = np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference])
         ax.scatter(*ref.T, s=3, color="0.7", label="reference")
-    for i, r in enumerate(runs):
-        c = colors(i % 10)
-        ax.plot(*r.z.T, color=c, lw=1, label=f"{r.name} ({'in' if r.inside_late() >= cfg.enveloped_frac else 'out'})")
-        ax.scatter(*r.z[-1], color=c, s=15)
-        if ref is None:  # the run's own envelope: its first w0 points
-            ax.scatter(*r.z[: cfg.w0].T, color=c, s=4, alpha=0.4)
+    seen: set[str] = set()
+    for r in runs:
+        g = _group(r.name)
+        ax.plot(*r.z.T, color=colors[g], lw=0.8, label=None if g in seen else g)
+        seen.add(g)
+        ax.scatter(*r.z[-1], color=colors[g], s=15, marker="o" if r.inside_late() >= cfg.enveloped_frac else "x")
+        if not cfg.reference:  # the run's own envelope: its first w0 points
+            ax.scatter(*r.z[: cfg.w0].T, color=colors[g], s=4, alpha=0.4)
     ax.set_xlabel("entropy (z)")
     ax.set_ylabel("log length (z)")
     ax.set_zlabel("reward (z)")
+    ax.set_title("o = enveloped at the end, x = not", fontsize=8)
     ax.legend(fontsize=6, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=80)
-    plt.close(fig)
+    return fig
+
+
+def _plot_dtw(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
+    from scipy.cluster.hierarchy import dendrogram
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     if len(runs) >= 2:
         _, link = cluster_curves([r.entropy for r in runs], k=cfg.clusters)
         dendrogram(link, labels=[r.name for r in runs], ax=ax, leaf_rotation=90, leaf_font_size=7)
     ax.set_ylabel("DTW distance (z-normalised entropy)")
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=80)
-    plt.close(fig)
+    return fig
 
+
+def _plot_metrics(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
     for key, ax in zip(("inside_frac", "hull_volume", "escape"), axes, strict=True):
-        for i, r in enumerate(runs):
-            ax.plot(r.steps, r.metrics[key], color=colors(i % 10), lw=1, label=r.name)
+        seen = set()
+        for r in runs:
+            g = _group(r.name)
+            ax.plot(r.steps, r.metrics[key], color=colors[g], lw=0.8, label=None if g in seen else g)
+            seen.add(g)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=80)
-    plt.close(fig)
-    return paths
+    return fig
 
 
 def report_rows(runs: list[RunLens], cfg: LensConfig) -> list[dict]:
-    return [{"run": r.name, "enveloped": r.inside_late() >= cfg.enveloped_frac,
+    return [{"run": r.name, "reference": r.reference, "enveloped": r.inside_late() >= cfg.enveloped_frac,
              "inside_frac_late": round(r.inside_late(), 4), "escape_max": round(float(r.metrics["escape"].max()), 4),
              "hull_volume_end": round(float(r.metrics["hull_volume"][-1]), 4), "cluster": r.cluster,
              "acc_delta": None if r.acc_delta() is None else round(r.acc_delta(), 4)} for r in runs]
