@@ -90,5 +90,6 @@ def test_majority_semantic_random():
 def test_mixture_normalises_each_term_within_group():
     b = _batch("uniform", [1, 10, 2, 20], groups=[0, 0, 1, 1])
     mix = compute_rewards("lp+avg_ent", b)  # avg_ent is constant here: contributes 0 after z-scoring
-    assert torch.allclose(mix, torch.tensor([1.0, -1.0, 1.0, -1.0]), atol=1e-4)
+    z = 2 ** -0.5  # two samples per group, Bessel-corrected std (the GRPO z-score)
+    assert torch.allclose(mix, torch.tensor([z, -z, z, -z]), atol=1e-4)
     assert set(intrinsic.INTRINSIC) <= set(REWARDS.names())

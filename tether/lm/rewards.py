@@ -16,6 +16,7 @@ from torch import Tensor
 
 from tether.core.config import check
 from tether.core.registry import Registry
+from tether.lm.advantages import group_zscore
 from tether.lm.tasks import Problem
 
 
@@ -78,16 +79,7 @@ def compute_rewards(name: str, batch: RewardInput, eps: float = 1e-6) -> Tensor:
     parts = reward_parts(name)
     if len(parts) == 1:
         return REWARDS.get(parts[0])(batch).float()
-    gid = batch.group_ids
-    n = int(gid.max()) + 1
-    count = torch.zeros(n).index_add_(0, gid, torch.ones(len(gid)))
-    total = torch.zeros(len(gid))
-    for part in parts:
-        r = REWARDS.get(part)(batch).float()
-        mean = torch.zeros(n).index_add_(0, gid, r) / count
-        var = torch.zeros(n).index_add_(0, gid, (r - mean[gid]) ** 2) / count
-        total += (r - mean[gid]) / (var[gid].sqrt() + eps)
-    return total
+    return sum(group_zscore(REWARDS.get(part)(batch).float(), batch.group_ids, eps=eps) for part in parts)
 
 
 @REWARDS.register("correct")
