@@ -62,14 +62,7 @@ def time_tether(args, native: bool, extra: dict | None = None) -> tuple[float, f
         tr.policy = TinyPolicy(model)
         tr.params = list(model.parameters())
         tr.opt = torch.optim.AdamW(tr.params, lr=1e-3, weight_decay=0.0)
-        # the trainer decides at construction (an HF policy then) whether the exact fp32 engine reuses its
-        # theta_old forward; re-apply its rule now that the policy is a TinyLM
-        from tether.lm.sampler import RolloutEngine
-        tr.reuse_exact = (cfg.rollout.precision == "fp32" and cfg.rollout.logprobs in ("auto", "recompute")
-                          and not cfg.optim.bf16)
-        tr.engine = RolloutEngine(precision=cfg.rollout.precision,
-                                  logprobs="sampler" if tr.reuse_exact else cfg.rollout.logprobs)
-        tr.engine_stale = True
+        tr.build_engine()  # the engine (and the exact-fp32 reuse rule) for the swapped-in TinyLM
     walls, cpus = [], []
     for _ in range(args.steps):
         w, c = time.perf_counter(), time.process_time()

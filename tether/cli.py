@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from tether import __version__
 from tether.core.cli import Command
 from tether.core.config import ConfigError, help_text, parse_args
+from tether.core.seeding import one_thread
 
 FAMILIES = {
     "coherence": ("incoherence of goal-conditioned policies, exact and neural (arXiv:2510.06545)", "#3, #8"),
@@ -92,12 +93,7 @@ def _dispatch(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        # two threads on a busy 2-core machine are 5-60x slower than one (shared/notes/dependencies.md);
-        # set OMP_NUM_THREADS to choose another count
-        torch.set_num_threads(1)
+    one_thread()  # set OMP_NUM_THREADS to choose another count
     try:
         return _dispatch(argv)
     except BrokenPipeError:  # `tether ... | head` closed the pipe: not an error

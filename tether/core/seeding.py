@@ -7,12 +7,13 @@ independent, so adding a random draw in one phase does not shift the samples of 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "generator", "derive_seed"]
+__all__ = ["seed_everything", "generator", "derive_seed", "one_thread"]
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -31,3 +32,10 @@ def generator(seed: int, purpose: str) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(derive_seed(seed, purpose))
     return g
+
+
+def one_thread() -> None:
+    """One torch thread unless OMP_NUM_THREADS says otherwise: two OpenMP threads on a busy 2-core machine run
+    5-60x slower than one (shared/notes/dependencies.md §3); parallelise with processes instead."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)

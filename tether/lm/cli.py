@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tether.core.cli import Command
 from tether.core.config import check
+from tether.core.seeding import one_thread
 from tether.lm.build import ModelSpec, build_policy
 from tether.lm.discrepancy import MismatchConfig, dcmdp_demo_section, run_mismatch
 from tether.lm.evaluate import eval_problems, evaluate_split
@@ -23,7 +24,6 @@ from tether.lm.grpo import (
     RolloutSpec,
     TaskSpec,
     TrainConfig,
-    one_thread,
     train,
 )
 from tether.lm.intrinsic_cli import INTRINSIC_COMMANDS, intrinsic_demo_section

@@ -32,7 +32,7 @@ from tether.core.masked import aggregate, masked_mean
 from tether.core.metrics import Metrics
 from tether.core.progress import progress
 from tether.core.rundir import RunDir
-from tether.core.seeding import derive_seed, generator, seed_everything
+from tether.core.seeding import derive_seed, generator, one_thread, seed_everything
 from tether.core.stability import NonFiniteGuard, clip_grad_norm
 from tether.core.timing import Timer
 from tether.lm.advantages import ADVANTAGES, group_stats
@@ -105,14 +105,7 @@ class GRPOTrainer:
             self.ref = type(self.policy)(copy.deepcopy(self.policy.module).requires_grad_(False).eval())
         self.params = [p for p in self.policy.module.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        # The exact fp32 engine's recomputed log-probs are the trainer's theta_old forward bit for bit (same
-        # weights, same TinyLM forward, whole batch): take them from that forward instead of running it twice.
-        self.reuse_exact = (cfg.rollout.precision == "fp32" and cfg.rollout.logprobs in ("auto", "recompute")
-                            and not cfg.optim.bf16 and cfg.optim.micro_batch == 0
-                            and isinstance(self.policy, TinyPolicy))
-        self.engine = RolloutEngine(precision=cfg.rollout.precision, backend=cfg.rollout.backend,
-                                    logprobs="sampler" if self.reuse_exact else cfg.rollout.logprobs)
-        self.engine_stale = True
+        self.build_engine()
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
         self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard()
@@ -124,6 +117,17 @@ class GRPOTrainer:
         self.detectors = DetectorBank(cfg.detect)
         self.step_count = 0
         self._check_context()
+
+    def build_engine(self) -> None:
+        """The rollout engine for the current policy (call again after replacing `self.policy`)."""
+        r = self.cfg.rollout
+        # The exact fp32 engine's recomputed log-probs are the trainer's theta_old forward bit for bit (same
+        # weights, same TinyLM forward, whole batch): take them from that forward instead of running it twice.
+        self.reuse_exact = (r.precision == "fp32" and r.logprobs in ("auto", "recompute") and not self.cfg.optim.bf16
+                            and self.cfg.optim.micro_batch == 0 and isinstance(self.policy, TinyPolicy))
+        self.engine = RolloutEngine(precision=r.precision, backend=r.backend,
+                                    logprobs="sampler" if self.reuse_exact else r.logprobs)
+        self.engine_stale = True
 
     def _check_context(self) -> None:
         longest = max(len(self.tok.encode(self.task.sample(random.Random(i), "ood").prompt)) for i in range(64))
@@ -411,14 +415,6 @@ def train(cfg: TrainConfig) -> int:
     print(" ".join(f"{k}={v:.3f}" for k, v in final.items()), flush=True)
     run.close()
     return 0
-
-
-def one_thread() -> None:
-    """One torch thread unless OMP_NUM_THREADS says otherwise: 2 OpenMP threads on a busy 2-core machine
-    run 5-20x slower than 1 (shared/notes/dependencies.md §3)."""
-    import os
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
 
 
 def _stamp() -> str:

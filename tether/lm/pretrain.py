@@ -137,7 +137,7 @@ def save_policy(policy, out: Path) -> None:
 
 
 def run(cfg: PretrainConfig) -> int:
-    from tether.lm.grpo import one_thread
+    from tether.core.seeding import one_thread
     one_thread()
     pretrain(cfg)
     return 0

@@ -165,7 +165,7 @@ def prior_check(cfg: PriorCheckConfig) -> tuple[list[dict], dict]:
 
 def run_prior_check(cfg: PriorCheckConfig) -> int:
     """`tether lm prior-check`: print the rows and the summary; warn when nothing separates."""
-    from tether.lm.grpo import one_thread
+    from tether.core.seeding import one_thread
     one_thread()
     rows, summary = prior_check(cfg)
     if cfg.json:
