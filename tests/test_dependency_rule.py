@@ -54,3 +54,13 @@ def test_no_name_dispatch_on_registries():
     for pkg in FAMILIES:
         for p in (ROOT / pkg).rglob("*.py") if (ROOT / pkg).exists() else []:
             assert not pat.search(p.read_text()), f"{p} dispatches on a registry name with if ... =="
+
+
+def test_integrations_are_leaves():
+    """tether.integrations may import core and the families; core and the families never import it."""
+    for pkg in ["core", *FAMILIES]:
+        if not (ROOT / pkg).exists():
+            continue
+        for file, names in _package_imports(pkg).items():
+            bad = [n for n in names if n.startswith("tether.integrations")]
+            assert not bad, f"tether/{file} imports {bad}"

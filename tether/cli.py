@@ -27,10 +27,13 @@ FAMILIES = {
 def _top_commands() -> list[Command]:
     from tether.core.report import ReportConfig, run_report
     from tether.demo import DemoConfig, run_demo
+    from tether.sweep import SweepConfig, run_sweep
 
     return [Command("report", ReportConfig, run_report, "PNG learning curves + Markdown summary of run directories",
                     positional="runs"),
-            Command("demo", DemoConfig, run_demo, "a ~5 minute tour of every family; writes runs/demo/report.md")]
+            Command("demo", DemoConfig, run_demo, "a ~5 minute tour of every family; writes runs/demo/report.md"),
+            Command("sweep", SweepConfig, run_sweep, "a grid of tether runs as Ray tasks; resumable, with a summary "
+                    "table (docs/sweep.md)", positional="specs")]
 
 
 def family_commands(family: str) -> list[Command] | None:

@@ -9,7 +9,7 @@ from tether.flow.cli import COMMANDS, demo_section
 
 
 def test_commands_are_registered():
-    assert {c.name for c in COMMANDS} == {"toy", "toy-plot"}
+    assert {c.name for c in COMMANDS} == {"data", "train", "toy", "toy-plot"}
 
 
 def test_toy_json_output(capsys):

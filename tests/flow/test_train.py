@@ -31,9 +31,9 @@ def test_offline_then_online_runs_and_logs_documented_keys(tmp_path, kind):
     buffer = point_nav_dataset(6, extra_capacity=100)
     size0 = buffer.size
     before = [p.clone() for p in agent.parameters()]
-    cfg = TrainConfig(offline_steps=4, online_steps=50, batch_size=16, eval_episodes=1, run=RunConfig(log_every=5))
+    cfg = TrainConfig(offline_steps=4, online_steps=50, batch_size=16, eval_episodes=1)
     run = RunDir.create(tmp_path / "run", cfg, seed=0)
-    last = fit(agent, buffer, cfg, run, env_fn=lambda: PointNav(seed=3))
+    last = fit(agent, buffer, cfg, run, RunConfig(log_every=5), env_fn=lambda: PointNav(seed=3))
     assert buffer.size == size0 + 50
     assert all(torch.isfinite(torch.tensor(v)) for v in last.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.parameters(), strict=True))
@@ -49,15 +49,15 @@ def test_resume_is_exact_offline(tmp_path):
     """20 updates in one go == 10 updates, a checkpoint, a fresh process state, and 10 more."""
     buffer = point_nav_dataset(6)
     full = make("trqam", seed=1)
-    cfg = TrainConfig(offline_steps=20, batch_size=16, run=RunConfig(seed=5, save_every=10))
-    fit(full, buffer, cfg, RunDir.create(tmp_path / "a", cfg, seed=5))
+    cfg, run_cfg = TrainConfig(offline_steps=20, batch_size=16), RunConfig(seed=5, save_every=10)
+    fit(full, buffer, cfg, RunDir.create(tmp_path / "a", cfg, seed=5), run_cfg)
 
-    half_cfg = TrainConfig(offline_steps=10, batch_size=16, run=RunConfig(seed=5, save_every=10))
-    fit(make("trqam", seed=1), point_nav_dataset(6), half_cfg, RunDir.create(tmp_path / "b", half_cfg, seed=5))
+    half_cfg = TrainConfig(offline_steps=10, batch_size=16)
+    fit(make("trqam", seed=1), point_nav_dataset(6), half_cfg, RunDir.create(tmp_path / "b", half_cfg, seed=5), run_cfg)
     torch.manual_seed(123)  # a different global RNG state; resume must restore it
     resumed = make("trqam", seed=7)
-    res_cfg = TrainConfig(offline_steps=20, batch_size=16, run=RunConfig(seed=5, save_every=10, resume=True, dir=str(tmp_path / "b")))
-    fit(resumed, point_nav_dataset(6), res_cfg, RunDir.open(tmp_path / "b"))
+    res_run = RunConfig(seed=5, save_every=10, resume=True, dir=str(tmp_path / "b"))
+    fit(resumed, point_nav_dataset(6), cfg, RunDir.open(tmp_path / "b"), res_run)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(full.dual_state.value, resumed.dual_state.value)

@@ -1,6 +1,7 @@
-"""`tether flow ...` commands: the critic-error toy and its plots, and the flow section of `tether demo`.
+"""`tether flow ...` commands: OGBench data and training, the critic-error toy and its plots, and the flow
+section of `tether demo`.
 
-Only parses, runs and prints; the toy lives in `toy.py`, the figures in `plots.py`.
+Only parses, runs and prints; the work lives in `ogbench_data.py`, `ogbench_train.py`, `toy.py`, `plots.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from tether.core.cli import Command
 from tether.core.config import check
+from tether.flow.ogbench_data import DataSpec, generate, validate_env
+from tether.flow.ogbench_train import PRESETS, OGBenchConfig, run_train
 from tether.flow.plots import plot_samples, plot_sweep
 from tether.flow.toy import ToyConfig, run_toy_dict
 
@@ -115,7 +118,42 @@ def run_toy_plot(cfg: ToyPlotConfig) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    """`tether flow data`: generate an OGBench manipulation 'play' dataset locally with the shipped oracles."""
+
+    env: str = "scene-play"
+    """Dataset name '<domain>-play' (cube-*, scene, puzzle-*); navigation needs internet-only experts."""
+    episodes: int = 1000
+    """Training episodes of 1001 steps (OGBench: 1000); the val file gets episodes // 10 more."""
+    out: str = "data/ogbench"
+    """Output directory: '<env>-v0.npz', '<env>-v0-val.npz' and manifest.json (checksums, spec, versions)."""
+    workers: int = 1
+    """Parallel generator processes (one core each)."""
+    seed: int = 0
+    """Master seed (shard i uses a seed derived from it, so the bytes do not depend on --workers)."""
+    episodes_per_shard: int = 10
+    """Episodes per shard: the unit of parallel work and of resume after an interruption."""
+
+    def __post_init__(self) -> None:
+        validate_env(self.env)
+        check(self.episodes >= 1, "episodes", self.episodes, ">= 1")
+        check(self.workers >= 1, "workers", self.workers, ">= 1")
+        check(self.episodes_per_shard >= 1, "episodes_per_shard", self.episodes_per_shard, ">= 1")
+
+
+def run_data(cfg: DataConfig) -> int:
+    start = time.perf_counter()
+    manifest = generate(DataSpec(cfg.env, cfg.episodes, cfg.seed, cfg.episodes_per_shard), cfg.out, workers=cfg.workers)
+    files = ", ".join(f"{k} ({v['transitions']} transitions)" for k, v in manifest["files"].items())
+    print(f"{cfg.out}: {files}; {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 COMMANDS = [
+    Command("data", DataConfig, run_data, "generate an OGBench manipulation dataset locally (resumable, parallel)"),
+    Command("train", OGBenchConfig, run_train, "BC pretraining, offline and online RL on an OGBench task "
+            "(bc/fql/qam/trqam)", presets=PRESETS),
     Command("toy", ToyConfig, run_toy, "critic-error toy: fine-tune a BC flow with bc/fql/qam/trqam, print KL and reward"),
     Command("toy-plot", ToyPlotConfig, run_toy_plot, "toy figures: actions over the reward landscape; KL/reward vs beta or eps"),
 ]

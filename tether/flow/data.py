@@ -24,7 +24,7 @@ class ChunkBatch:
     rewards: Tensor
     """(B,) discounted reward sum over the valid steps of the chunk."""
     masks: Tensor
-    """(B,) 0 if a terminal (not a time-out) was reached inside the chunk, else 1."""
+    """(B,) 0 if a terminal (not a time-out) occurs at any valid step of the chunk, else 1."""
     valid: Tensor
     """(B,) 1 if the whole chunk lies inside one episode (loss weight, as the code's valid[..., -1])."""
     next_obs: Tensor
@@ -78,6 +78,7 @@ class ReplayBuffer:
         last_idx = idx.gather(1, last[:, None]).squeeze(1)
         return ChunkBatch(
             obs=self.obs[start], actions=acts.reshape(batch_size, -1), rewards=rewards,
-            masks=1.0 - self.terminals[last_idx].float(), valid=inside.all(dim=1).float(),
+            # a terminal anywhere in the chunk stops bootstrapping (offline OGBench data continues past a success)
+            masks=1.0 - (self.terminals[idx] & inside).any(dim=1).float(), valid=inside.all(dim=1).float(),
             next_obs=self.next_obs[last_idx],
         )

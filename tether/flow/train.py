@@ -12,7 +12,7 @@ Resume is exact in the offline phase. The online env is not checkpointed: on res
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -48,8 +48,6 @@ class TrainConfig:
     """Updates between evaluations (0 = only at the end)."""
     eval_episodes: int = 10
     """Episodes per evaluation (needs an env)."""
-    run: RunConfig = field(default_factory=RunConfig)
-    """Run directory, seed, logging and checkpoint cadence."""
 
     def __post_init__(self) -> None:
         check(self.offline_steps >= 0 and self.online_steps >= 0, "offline_steps/online_steps",
@@ -122,15 +120,29 @@ def restore(run: RunDir, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Gene
     return state["step"]
 
 
-def fit(agent: FlowAgent, buffer: ReplayBuffer, cfg: TrainConfig, run: RunDir, *,
-        env_fn: Callable[[], Env] | None = None) -> dict[str, float]:
-    """Offline updates, then online steps; returns the last flushed metrics (plus the last evaluation)."""
-    gen = generator(cfg.run.seed, "replay")
+Evaluator = Callable[[FlowAgent], dict[str, float]]
+"""agent -> `eval/*` metrics (e.g. ogbench_env.ParallelEvaluator bound to the agent's act)."""
+
+
+def fit(agent: FlowAgent, buffer: ReplayBuffer, cfg: TrainConfig, run: RunDir, run_cfg: RunConfig, *,
+        env_fn: Callable[[], Env] | None = None, evaluator: Evaluator | None = None,
+        on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Offline updates, then online steps; returns the last flushed metrics (plus the last evaluation).
+
+    Evaluates at step 0 (the pretrained policy, when eval_every > 0), every `eval_every` updates, at the
+    switch to online and at the end; `evaluator` defaults to sequential episodes in `env_fn()`.
+    `on_step(step, flushed_metrics)` is called after every flush (progress bars).
+    """
+    if evaluator is None and env_fn is not None:
+        evaluator = lambda a: evaluate(a, env_fn(), cfg.eval_episodes, seed=run_cfg.seed + 1)  # noqa: E731
+    gen = generator(run_cfg.seed, "replay")
     offline_size = buffer.size
-    step = restore(run, agent, buffer, gen) if cfg.run.resume else 0
+    step = restore(run, agent, buffer, gen) if run_cfg.resume else 0
     total = cfg.offline_steps + cfg.online_steps
-    collector = OnlineCollector(env_fn(), cfg.run.seed) if env_fn is not None and cfg.online_steps else None
+    collector = OnlineCollector(env_fn(), run_cfg.seed) if env_fn is not None and cfg.online_steps else None
     metrics, timer, last = Metrics(), Timer(), {}
+    if evaluator is not None and cfg.eval_episodes and cfg.eval_every and step == 0:
+        run.log_eval(0, evaluator(agent))
     while step < total:
         if step >= cfg.offline_steps and collector is not None:
             with timer("rollout"):
@@ -139,12 +151,17 @@ def fit(agent: FlowAgent, buffer: ReplayBuffer, cfg: TrainConfig, run: RunDir, *
             batch = buffer.sample(cfg.batch_size, agent.cfg.horizon, agent.cfg.discount, gen)
             metrics.log_dict(agent.update(batch))
         step += 1
-        if step % cfg.run.log_every == 0 or step == total:
+        if step % run_cfg.log_every == 0 or step == total:
             last = {**metrics.flush(), **timer.flush()}
             run.log_metrics(step, last)
-        if env_fn is not None and cfg.eval_episodes and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
-            last.update(evaluate(agent, env_fn(), cfg.eval_episodes, seed=cfg.run.seed + 1))
-            run.log_eval(step, {k: v for k, v in last.items() if k.startswith("eval/")})
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == total:
+            if on_step is not None:
+                on_step(step, last)
+        due = (cfg.eval_every and step % cfg.eval_every == 0) or step in (total, cfg.offline_steps)
+        if evaluator is not None and cfg.eval_episodes and due:
+            with timer("eval"):
+                result = evaluator(agent)
+            last.update(result)
+            run.log_eval(step, result)
+        if (run_cfg.save_every and step % run_cfg.save_every == 0) or step == total:
             save(run, step, agent, buffer, gen, offline_size)
     return last

@@ -1,0 +1,123 @@
+"""OGBench: local data generation, relabelled buffers, parallel evaluation, and `tether flow train` end to end.
+
+Uses a tiny generated scene dataset (short episodes) and short eval episodes; real MuJoCo envs throughout.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ogbench")
+
+from tether.cli import main  # noqa: E402
+from tether.flow import ogbench_data as od  # noqa: E402
+from tether.flow.ogbench_env import ParallelEvaluator, Task, load_buffer  # noqa: E402
+from tether.testing.docs import undocumented  # noqa: E402
+
+SPEC = od.DataSpec("scene-play", episodes=2, seed=0, episodes_per_shard=1, episode_steps=120)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ogbench")
+    od.generate(SPEC, out)
+    return out
+
+
+def test_generated_files_load_with_ogbench_and_match_the_manifest(data_dir):
+    from ogbench.utils import load_dataset
+
+    d = load_dataset(str(data_dir / "scene-play-v0.npz"), add_info=True)
+    assert d["observations"].shape == (2 * 119, 40) and d["actions"].shape == (2 * 119, 5)
+    assert {"qpos", "qvel", "button_states", "next_observations"} <= set(d)
+    assert np.abs(d["actions"]).max() <= 1.0
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    assert manifest["spec"]["episodes"] == 2 and manifest["files"]["scene-play-v0-val.npz"]["transitions"] == 120
+    od.verify(data_dir)
+    assert not (data_dir / ".shards").exists()
+
+
+def test_shards_are_deterministic_and_generation_resumes(tmp_path, monkeypatch):
+    spec = od.DataSpec("puzzle-3x3-play", episodes=2, seed=1, episodes_per_shard=1, episode_steps=30)
+    od.generate_shard(spec, "train", 0, 1, tmp_path / "a.npz")
+    od.generate_shard(spec, "train", 0, 1, tmp_path / "b.npz")
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    # an interrupted run left shard train-0 behind: resuming generates only the other two
+    (tmp_path / "out" / ".shards").mkdir(parents=True)
+    (tmp_path / "out" / ".shards" / "spec.json").write_text(json.dumps(od.asdict(spec)))
+    od.generate_shard(spec, "train", 0, 1, tmp_path / "out" / ".shards" / "train-00000.npz")
+    calls = []
+    real = od.generate_shard
+    monkeypatch.setattr(od, "generate_shard", lambda *a: calls.append(a[1:3]) or real(*a))
+    od.generate(spec, tmp_path / "out")
+    assert sorted(calls) == [("train", 1), ("val", 0)]
+    with pytest.raises(ValueError, match="different dataset"):
+        od.generate(od.DataSpec("puzzle-3x3-play", episodes=3, seed=1, episodes_per_shard=1), tmp_path / "out")
+
+
+@pytest.mark.parametrize("env, match", [("antmaze-large-navigate", "experts"), ("scene-noisy", "<domain>-play"),
+                                        ("kitchen-play", "<domain>-play")])
+def test_unsupported_datasets_are_refused_with_the_reason(env, match):
+    with pytest.raises(ValueError, match=match):
+        od.validate_env(env)
+
+
+def test_task_names_and_missing_data_errors(tmp_path):
+    t = Task.parse("puzzle-3x3-play-singletask-task4-v0")
+    assert (t.domain, t.dataset, t.env_id) == ("puzzle-3x3", "puzzle-3x3-play", "puzzle-3x3-singletask-task4-v0")
+    with pytest.raises(ValueError, match="task<1..5>"):
+        Task.parse("scene-play-task2")
+    with pytest.raises(FileNotFoundError, match="tether flow data --env scene-play"):
+        t = Task.parse("scene-play-singletask-task2-v0").dataset_file(tmp_path)
+
+
+def test_buffer_rewards_masks_and_episode_ends(data_dir):
+    task = Task.parse("scene-play-singletask-task2-v0")
+    dense = load_buffer(task, data_dir, reward="dense", extra_capacity=5)
+    sparse = load_buffer(task, data_dir, reward="sparse")
+    n = sparse.size
+    assert n == 238 and dense.obs.shape[0] == n + 5
+    assert set(sparse.rewards[:n].tolist()) <= {-1.0, 0.0}
+    assert torch.equal(sparse.rewards[:n] == 0, dense.rewards[:n] == 0)
+    assert torch.equal(sparse.terminals[:n], dense.rewards[:n] == 0)  # success = terminal (mask 0)
+    assert int(sparse.ends[:n].sum()) == 2  # one episode end per generated episode
+
+
+def test_parallel_evaluator_runs_every_episode_to_its_time_limit():
+    task = Task.parse("scene-play-singletask-task2-v0")
+    with ParallelEvaluator(task, episodes=3, workers=2, max_steps=12) as ev:
+        out = ev(lambda o: torch.zeros(o.shape[0], 5 * 5), 5, 5, seed=0)
+    assert out == {"eval/success": 0.0, "eval/episode_length": 12.0}  # standing still never solves task 2
+
+
+def test_flow_train_end_to_end_and_bc_cache_shared(data_dir, tmp_path, capsys):
+    base = ["flow", "train", "--preset", "smoke", "--data-dir", str(data_dir), "--bc-dir", str(tmp_path / "bc"),
+            "--eval-workers", "1", "--max-episode-steps", "5"]
+    assert main(base + ["--method", "trqam", "--run.dir", str(tmp_path / "trqam")]) == 0
+    summary = json.loads((tmp_path / "trqam" / "summary.json").read_text())
+    assert set(summary) == {"success_start", "success_offline", "success_final", "seconds"}
+    evals = [json.loads(line) for line in (tmp_path / "trqam" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in evals] == [6, 12]  # the offline/online switch and the end
+    ckpt = next((tmp_path / "bc").glob("*/state.pt"))
+    mtime = ckpt.stat().st_mtime_ns
+    assert main(base + ["--method", "fql", "--run.dir", str(tmp_path / "fql")]) == 0
+    assert ckpt.stat().st_mtime_ns == mtime and len(list((tmp_path / "bc").glob("*/state.pt"))) == 1
+    rows = [json.loads(line) for line in (tmp_path / "fql" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 12 and any("rollout/return" in r for r in rows)  # online episodes were collected
+    keys = {k for r in rows + evals for k in r if k != "step"}
+    assert undocumented(keys) == []
+
+
+def test_flow_train_rejects_bad_input_before_work(tmp_path, capsys):
+    assert main(["flow", "train", "--task", "scene-play-v0", "--run.dir", str(tmp_path / "x")]) == 2
+    assert "singletask-task<1..5>" in capsys.readouterr().err
+    assert main(["flow", "train", "--method", "sac"]) == 2
+    assert "sac" in capsys.readouterr().err
+    assert main(["flow", "train", "--data-dir", str(tmp_path), "--run.dir", str(tmp_path / "y")]) == 2
+    assert "tether flow data --env scene-play" in capsys.readouterr().err
+    assert main(["flow", "data", "--env", "antmaze-large-navigate"]) == 2
+    assert "experts" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
