@@ -45,6 +45,8 @@ def test_end_to_end_changes_parameters_and_logs_documented_finite_metrics(tmp_pa
 
 
 def _grads(tr, batch, micro):
+    """Gradients through the recompute path (a fused batch's attached forward would be consumed once)."""
+    batch = replace(batch, live_logp=None)
     tr.cfg = replace(tr.cfg, optim=replace(tr.cfg.optim, micro_batch=micro))
     tr.policy.module.zero_grad(set_to_none=True)
     norm = tr._normalizer(batch)
@@ -92,6 +94,22 @@ def test_resume_is_exact(tmp_path):
     resumed.fit()
     for a, b in zip(straight.policy.module.parameters(), resumed.policy.module.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("over", [{}, {"algo.filter_zero_std": "true", "correction.name": "dcmdp+tis_token",
+                                   "correction.variant": "differentiable"}])
+def test_fused_forward_equals_the_separate_theta_old_forward(over):
+    """One optimizer step per batch: reusing the update's forward as theta_old changes only rounding."""
+    fused, plain = GRPOTrainer(tiny(**over)), GRPOTrainer(tiny(**over))
+    assert fused.fused and not GRPOTrainer(tiny(**{"optim.ppo_epochs": "2"})).fused
+    plain.fused = False
+    for _ in range(2):
+        m_fused, m_plain = fused.step(), plain.step()
+    assert m_fused["mismatch/delta_mean"] == m_plain["mismatch/delta_mean"] == 0.0
+    assert m_fused["clip/ratio_mean"] == 1.0
+    for a, b in zip(fused.policy.module.parameters(), plain.policy.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(m_fused["loss/total"], m_plain["loss/total"], atol=1e-6, rtol=1e-5)
 
 
 def test_kl_multi_epoch_minibatch_zero_std_filter_and_bf16_paths():

@@ -12,7 +12,9 @@ group_mean advantages: Dr. GRPO (arXiv:2503.20783); DCMDP: arXiv:2606.08779.
 
 `old_logp` is always the trainer's recompute (verl's "decoupled" mode), so the PPO ratio is against the
 trainer's own numerics and the engine's log-probs (`TrainBatch.rollout_logp`) only enter through the
-mismatch metrics and the corrections. Simplification: the KL reference is the initial policy (no reset).
+mismatch metrics and the corrections. In exact fp32 mode with one optimizer step per batch (`fused`), that
+recompute is the update's own forward, run once with grad (time/old_logp then holds the forward and
+time/update the backward). Simplification: the KL reference is the initial policy (no reset).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class TrainBatch:
     old_logp: Tensor | None = None   # (B, T) trainer log-probs at theta_old (the recompute)
     ref_logp: Tensor | None = None   # (B, T) reference log-probs (None: no KL)
     correction: Correction | None = None  # (B, T) weights / keep mask / advantage shift (+ penalty)
+    live_logp: Tensor | None = None  # (B, T) fused mode: the update's log-probs, still attached to the graph
 
     def select(self, rows: Tensor) -> TrainBatch:
         idx = rows.tolist()
@@ -89,7 +92,7 @@ class TrainBatch:
         return TrainBatch([self.problems[i] for i in idx], [self.completions[i] for i in idx],
                           [self.parsed[i] for i in idx], self.group_ids[rows], self.ids[rows], self.mask[rows],
                           self.start, self.comp_mask[rows], self.rollout_logp[rows], self.rewards[rows],
-                          self.adv[rows], pick(self.old_logp), pick(self.ref_logp), corr)
+                          self.adv[rows], pick(self.old_logp), pick(self.ref_logp), corr, pick(self.live_logp))
 
 
 class GRPOTrainer:
@@ -127,6 +130,10 @@ class GRPOTrainer:
                             and self.cfg.optim.micro_batch == 0 and isinstance(self.policy, TinyPolicy))
         self.engine = RolloutEngine(precision=r.precision, backend=r.backend,
                                     logprobs="sampler" if self.reuse_exact else r.logprobs)
+        # With one optimizer step per batch the theta_old forward and the update's forward see the same weights:
+        # run it once with grad, detach it for theta_old, and keep the graph for the loss (ratio exactly 1).
+        o = self.cfg.optim
+        self.fused = self.reuse_exact and o.ppo_epochs == 1 and o.minibatches == 1
         self.engine_stale = True
 
     def _check_context(self) -> None:
@@ -170,7 +177,11 @@ class GRPOTrainer:
     def prepare(self, batch: TrainBatch, lam: float) -> Tensor:
         """theta_old recompute, mismatch metrics, corrections, rewards and advantages; returns delta-bar."""
         with self.timer("old_logp"):
-            stats = self.stats_of(self.policy, batch, self._needed_stats())
+            if self.fused:  # the update's forward, kept attached (see build_engine)
+                live = self._forward(self.policy, batch, self._needed_stats())
+                batch.live_logp, stats = live["logp"], {k: v.detach() for k, v in live.items()}
+            else:
+                stats = self.stats_of(self.policy, batch, self._needed_stats())
             batch.old_logp = stats["logp"]
         if self.reuse_exact:
             batch.rollout_logp = batch.old_logp.masked_fill(~batch.comp_mask, 0.0)
@@ -289,7 +300,8 @@ class GRPOTrainer:
     def _micro_loss(self, mb: TrainBatch, normalizer: float | None) -> Tensor:
         """Forward, loss and backward of one micro-batch; returns the detached loss contribution."""
         a, corr = self.cfg.algo, mb.correction
-        logp, m = self._forward(self.policy, mb)["logp"], mb.comp_mask
+        logp = mb.live_logp if mb.live_logp is not None else self._forward(self.policy, mb)["logp"]
+        m = mb.comp_mask
         adv = mb.adv[:, None] + corr.adv_shift                                         # (b, T)
         per_tok, diag = LOSSES.get(a.loss)(logp, mb.old_logp, adv, clip_low=a.clip_low, clip_high=a.clip_high)
         per_tok = per_tok * corr.weight * corr.keep                                    # TIS/MIS/IcePop (detached)
