@@ -31,5 +31,21 @@ def test_bc_agent_trains_only_the_flow():
     critic_before = [p.clone() for p in agent.critic.parameters()]
     ones = torch.ones(8)
     m = agent.update(ChunkBatch(torch.zeros(8, 0), torch.rand(8, 2), ones, ones, ones, torch.zeros(8, 0)))
-    assert set(m) == {"loss/bc", "loss/total", "grad/norm"}
+    assert set(m) == {"loss/bc", "loss/total", "grad/norm", "grad/skipped_steps"}
     assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters(), strict=True))
+
+
+def test_non_finite_step_is_skipped_whole_and_counted():
+    from tether.flow.trqam import TRQAMAgent, TRQAMConfig
+
+    agent = TRQAMAgent(TRQAMConfig(agent=TINY, kl_budget=0.1), 1, 2, seed=0)
+    ones = torch.ones(16)
+    bad = ChunkBatch(torch.zeros(16, 1), torch.rand(16, 2), ones * float("nan"), ones, ones, torch.zeros(16, 1))
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    lam = agent.dual_state.value.clone()
+    m = agent.update(bad)  # NaN rewards -> NaN TD target -> NaN critic loss
+    assert float(m["grad/skipped_steps"]) == 1.0 and not torch.isfinite(m["loss/total"])
+    assert all(torch.equal(before[k], v) for k, v in agent.state_dict().items())  # no optimiser / EMA step
+    assert torch.equal(agent.dual_state.value, lam)  # and no dual step
+    good = ChunkBatch(torch.zeros(16, 1), torch.rand(16, 2), ones, ones, ones, torch.zeros(16, 1))
+    assert float(agent.update(good)["grad/skipped_steps"]) == 1.0 and agent.guard.consecutive == 0

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tether.core.config import check
+from tether.core.stability import NonFiniteGuard, clip_grad_norm
 from tether.flow.data import ChunkBatch
 from tether.flow.losses import critic_td, flow_matching_bc, ot_path, td_target
 from tether.flow.nets import CriticEnsemble, VelocityField, ema_update, frozen_copy
@@ -89,6 +90,7 @@ class FlowAgent(nn.Module):
         self.critic_target = frozen_copy(self.critic)
         self.build_actor()
         self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=cfg.lr)
+        self.guard, self.updates = NonFiniteGuard(), 0  # a non-finite loss/gradient skips the step (counted)
 
     # -- hooks for the algorithm files ------------------------------------------------------------
     def build_actor(self) -> None:
@@ -165,7 +167,8 @@ class FlowAgent(nn.Module):
         return loss, {"loss/bc": loss.detach()}
 
     def update(self, batch: ChunkBatch) -> dict[str, Tensor]:
-        """One gradient step on critic + BC + actor, then EMA targets, then `after_step`."""
+        """One gradient step on critic + BC + actor, then EMA targets, then `after_step`; a step whose loss or
+        gradient norm is not finite is skipped whole (no optimiser, EMA or dual step) and counted."""
         critic_loss, metrics = self.critic_loss(batch)
         bc_loss, m_bc = self.bc_loss(batch)
         actor_loss, m_actor = self.actor_loss(batch)
@@ -173,14 +176,18 @@ class FlowAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        self.optimizer.step()
-        ema_update(self.critic_target, self.critic, self.cfg.tau)
-        if self.reference == "ema":
-            ema_update(self.slow_target, self.slow, self.cfg.tau)
-        metrics = {**metrics, **m_bc, **m_actor, "loss/total": total.detach(), "grad/norm": grad_norm.detach()}
-        self.after_step(metrics)
+        grad_norm = clip_grad_norm(params, self.cfg.grad_clip or None)
+        applied = self.guard.ok(total.detach(), grad_norm, step=self.updates)
+        self.updates += 1
+        if applied:
+            self.optimizer.step()
+            ema_update(self.critic_target, self.critic, self.cfg.tau)
+            if self.reference == "ema":
+                ema_update(self.slow_target, self.slow, self.cfg.tau)
+        metrics = {**metrics, **m_bc, **m_actor, "loss/total": total.detach(), "grad/norm": grad_norm.detach(),
+                   "grad/skipped_steps": torch.tensor(float(self.guard.skipped))}
+        if applied:
+            self.after_step(metrics)
         return metrics
 
     def load_pretrained(self, velocity_state: dict[str, Tensor]) -> None:
@@ -191,12 +198,16 @@ class FlowAgent(nn.Module):
 
     def training_state(self) -> dict:
         """Everything needed to resume: weights, optimiser, RNG (subclasses add their duals)."""
-        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state()}
+        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state(),
+                "guard": self.guard.state_dict(), "updates": self.updates}
 
     def load_training_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.gen.set_state(state["gen"])
+        if "guard" in state:  # checkpoints written before the guard existed have none
+            self.guard.load_state_dict(state["guard"])
+            self.updates = state["updates"]
 
 
 class BCAgent(FlowAgent):

@@ -189,11 +189,12 @@ def run_train(cfg: OGBenchConfig) -> int:
 
 
 def preset_cpu_small() -> OGBenchConfig:
-    """The scale of our CPU reproduction (docs/results/trqam.md): 4x128 nets, N_Q = 2, batch 128."""
+    """The scale of our CPU reproduction (docs/results/trqam.md): 4x128 nets, N_Q = 2, batch 128, 20K BC +
+    10K offline + 2K online steps, 50-episode evaluations at the offline/online switch and at the end."""
     w = (128, 128, 128, 128)
     return OGBenchConfig(agent=AgentConfig(hidden=w, critic_hidden=w, num_qs=2), bc_steps=20_000,
-                         schedule=TrainConfig(offline_steps=10_000, online_steps=3_000, batch_size=128,
-                                              eval_every=5_000, eval_episodes=50),
+                         schedule=TrainConfig(offline_steps=10_000, online_steps=2_000, batch_size=128,
+                                              eval_every=0, eval_episodes=50),
                          run=RunConfig(log_every=100, save_every=5_000))
 
 
