@@ -1,8 +1,8 @@
 """`tether coherence sweep|plot`: exact re-training sweeps and figures on every reference environment.
 
 `sweep --json` prints one JSON object per round k = 0..rounds with keys `round`, `root_policy`, `success`,
-`return`, `incoherence`, `incoherence_inv_k`, `tempered_gap`. Non-finite values are written as JSON
-`Infinity` / `-Infinity` (Python's `json` reads them back); `incoherence_inv_k` is `null` at k = 0.
+`return`, `incoherence`, `incoherence_inv_k`, `tempered_gap`. Strict JSON: non-finite values (the uniform
+prior's return of -inf and infinite incoherence at k = 0) are `null`; `incoherence_inv_k` is `null` at k = 0.
 Also owns `demo_section(out_dir)` for `tether demo`. The prior is uniform in every environment.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from tether.coherence import envs
 from tether.coherence.incoherence import incoherence
 from tether.coherence.mdp import LayeredMDP, uniform_policy
-from tether.coherence.neural_cli import NEURAL_COMMANDS, neural_demo_section, plot_run_dir
+from tether.coherence.neural_cli import NEURAL_COMMANDS, _finite, neural_demo_section, plot_run_dir
 from tether.coherence.operators import retrain_sequence, tempered
 from tether.coherence.values import expected_return, success_probability
 from tether.core.cli import Command
@@ -42,7 +42,7 @@ class SweepConfig:
     delta: float = 1.0
     """Boltzmann temperature delta of the `incoherence` column."""
     json: bool = False
-    """Print one JSON object per round instead of a table."""
+    """Print one strict-JSON object per round instead of a table (non-finite values are null)."""
     depth: int = 3
     """deep-mountain-race: decisions d inside each subtree (T = d + 1)."""
     safe_payoff: float | None = None
@@ -136,8 +136,8 @@ def _table(rows: list[dict], delta: float) -> str:
 def run_sweep(cfg: SweepConfig) -> int:
     rows = sweep_rows(build_env(cfg), cfg.rounds, cfg.delta)
     if cfg.json:
-        for r in rows:
-            print(json.dumps(r))
+        for r in rows:  # strict JSON: -inf (a return of -inf at round 0) and other non-finite values -> null
+            print(json.dumps(_finite(r), allow_nan=False))
     else:
         print(f"env {cfg.env}: re-training G^k from the uniform prior\n" + _table(rows, cfg.delta))
     sys.stdout.flush()
