@@ -86,11 +86,19 @@ def test_buffer_rewards_masks_and_episode_ends(data_dir):
     assert int(sparse.ends[:n].sum()) == 2  # one episode end per generated episode
 
 
-def test_parallel_evaluator_runs_every_episode_to_its_time_limit():
+def test_parallel_evaluator_runs_every_episode_to_its_time_limit_in_waves():
     task = Task.parse("scene-play-singletask-task2-v0")
-    with ParallelEvaluator(task, episodes=3, workers=2, max_steps=12) as ev:
-        out = ev(lambda o: torch.zeros(o.shape[0], 5 * 5), 5, 5, seed=0)
-    assert out == {"eval/success": 0.0, "eval/episode_length": 12.0}  # standing still never solves task 2
+    batches = []
+
+    def still(obs):  # standing still never solves task 2
+        batches.append(obs.shape[0])
+        return torch.zeros(obs.shape[0], 5 * 5)
+
+    with ParallelEvaluator(task, episodes=3, workers=2, max_steps=12, envs_per_worker=1) as ev:
+        assert ev.slots == 2
+        out = ev(still, 5, 5, seed=0)
+    assert out == {"eval/success": 0.0, "eval/episode_length": 12.0}
+    assert batches == [2, 2, 2, 1, 1, 1]  # two waves (2 + 1 episodes) of ceil(12 / 5) = 3 chunks each
 
 
 def test_flow_train_end_to_end_and_bc_cache_shared(data_dir, tmp_path, capsys):

@@ -126,14 +126,19 @@ def _worker(conn, task: Task, n_envs: int, max_steps: int) -> None:
 
 
 class ParallelEvaluator:
-    """Episodes spread over `workers` processes; the policy acts on the batch of unfinished episodes.
+    """Episodes spread over `workers` processes holding `envs_per_worker` env copies each (a scene env holds
+    ~175 MB, so 50 copies at once would need ~9 GB); episodes run in waves of workers * envs_per_worker, and
+    the policy acts once per chunk on the batch of a wave's unfinished episodes.
 
-    Use as a context manager (or call `close`); `__call__(act, episodes, seed)` returns eval metrics.
+    Use as a context manager (or call `close`); `__call__(act, horizon, act_dim, seed=...)` returns eval metrics.
+    Episode e is reset with seed + e whatever the wave layout.
     """
 
-    def __init__(self, task: Task, *, episodes: int, workers: int = 2, max_steps: int = 0):
-        self.episodes, self.workers = episodes, max(1, min(workers, episodes))
-        per = [len(range(w, episodes, self.workers)) for w in range(self.workers)]
+    def __init__(self, task: Task, *, episodes: int, workers: int = 2, max_steps: int = 0, envs_per_worker: int = 10):
+        self.episodes = episodes
+        self.workers = max(1, min(workers, episodes))
+        self.slots = min(episodes, self.workers * max(1, envs_per_worker))  # env copies in all
+        per = [len(range(w, self.slots, self.workers)) for w in range(self.workers)]
         # fork: the workers only run numpy/MuJoCo (never torch), and spawn would re-import OGBench (~5 s each)
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.conns, self.procs = [], []
@@ -144,45 +149,50 @@ class ParallelEvaluator:
             self.conns.append(parent)
             self.procs.append(p)
 
-    def _slot(self, ep: int) -> tuple[int, int]:
-        return ep % self.workers, ep // self.workers
-
     @torch.no_grad()
     def __call__(self, act, horizon: int, act_dim: int, *, seed: int) -> dict[str, float]:
         """act: obs (B, S) -> chunks (B, H * A). Runs every episode to its end; success at the last step."""
-        obs = self._broadcast("reset", {ep: seed + ep for ep in range(self.episodes)})
-        success, steps = {}, {ep: 0 for ep in range(self.episodes)}
-        while obs:
-            eps = sorted(obs)
-            chunks = act(torch.as_tensor(np.stack([obs[e] for e in eps]), dtype=torch.float32))
-            chunks = chunks.view(len(eps), horizon, act_dim).clamp(-1, 1).numpy()  # (B, H, A)
-            for h in range(horizon):
-                live = [e for e in eps if e in obs]
-                if not live:
-                    break
-                out = self._broadcast("step", {e: chunks[eps.index(e), h] for e in live})
-                for e, (o, done, ok) in out.items():
-                    steps[e] += 1
-                    if done:
-                        success[e] = ok
-                        del obs[e]
-                    else:
-                        obs[e] = o
+        success, steps = {}, {}
+        for first in range(0, self.episodes, self.slots):
+            wave = range(first, min(first + self.slots, self.episodes))
+            ok, n = self._wave(act, horizon, act_dim, {j: seed + e for j, e in enumerate(wave)})
+            success.update({first + j: v for j, v in ok.items()})
+            steps.update({first + j: v for j, v in n.items()})
         return {"eval/success": float(np.mean([success[e] for e in range(self.episodes)])),
-                "eval/episode_length": float(np.mean(list(steps.values())))}
+                "eval/episode_length": float(np.mean([steps[e] for e in range(self.episodes)]))}
 
-    def _broadcast(self, cmd: str, per_episode: dict[int, object]) -> dict[int, object]:
-        """Send each worker its episodes' part; gather answers keyed by episode."""
+    def _wave(self, act, horizon: int, act_dim: int, seeds: dict[int, int]) -> tuple[dict, dict]:
+        """Run one episode per slot j (reset with seeds[j]) to its end; (success, steps) keyed by slot."""
+        obs = self._broadcast("reset", seeds)
+        success, steps = {}, dict.fromkeys(seeds, 0)
+        while obs:
+            live = sorted(obs)
+            chunks = act(torch.as_tensor(np.stack([obs[j] for j in live]), dtype=torch.float32))
+            chunks = chunks.view(len(live), horizon, act_dim).clamp(-1, 1).numpy()  # (B, H, A)
+            for h in range(horizon):
+                running = {j: chunks[i, h] for i, j in enumerate(live) if j in obs}
+                if not running:
+                    break
+                for j, (o, done, ok) in self._broadcast("step", running).items():
+                    steps[j] += 1
+                    if done:
+                        success[j] = ok
+                        del obs[j]
+                    else:
+                        obs[j] = o
+        return success, steps
+
+    def _broadcast(self, cmd: str, per_slot: dict[int, object]) -> dict[int, object]:
+        """Send each worker its slots' part (slot j lives in worker j % W as its env j // W); gather by slot."""
         parts: list[dict[int, object]] = [{} for _ in range(self.workers)]
-        for ep, v in per_episode.items():
-            w, slot = self._slot(ep)
-            parts[w][slot] = v
+        for j, v in per_slot.items():
+            parts[j % self.workers][j // self.workers] = v
         for w, part in enumerate(parts):
             self.conns[w].send((cmd, part))
         out = {}
         for w in range(self.workers):
-            for slot, v in self.conns[w].recv().items():
-                out[slot * self.workers + w] = v
+            for k, v in self.conns[w].recv().items():
+                out[k * self.workers + w] = v
         return out
 
     def close(self) -> None:

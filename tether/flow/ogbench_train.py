@@ -70,6 +70,8 @@ class OGBenchConfig:
     """Offline/online steps, batch, evaluation cadence (paper: 1M + 500K, eval every 50K with 50 episodes)."""
     eval_workers: int = 2
     """Processes stepping the evaluation env copies."""
+    eval_envs: int = 10
+    """Env copies per evaluation process (episodes run in waves; a scene env holds ~175 MB)."""
     max_episode_steps: int = 0
     """Episode time limit of the evaluation and online envs; 0 = OGBench's (scene 750, puzzle/cube-double 500)."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -80,7 +82,8 @@ class OGBenchConfig:
         check(self.method in METHODS, "method", self.method, METHODS.names())
         check(self.reward in ("sparse", "dense"), "reward", self.reward, "'sparse' or 'dense'")
         check(self.bc_steps >= 0, "bc_steps", self.bc_steps, ">= 0")
-        check(self.eval_workers >= 1, "eval_workers", self.eval_workers, ">= 1")
+        check(self.eval_workers >= 1 and self.eval_envs >= 1, "eval_workers/eval_envs",
+              (self.eval_workers, self.eval_envs), ">= 1")
         check(self.max_episode_steps >= 0, "max_episode_steps", self.max_episode_steps, ">= 0")
 
 
@@ -171,7 +174,8 @@ def run_train(cfg: OGBenchConfig) -> int:
         agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))
     s = cfg.schedule
     eval_seed = 10_000 + cfg.run.seed
-    with ParallelEvaluator(task, episodes=s.eval_episodes, workers=cfg.eval_workers, max_steps=cfg.max_episode_steps) as ev, \
+    with ParallelEvaluator(task, episodes=s.eval_episodes, workers=cfg.eval_workers, max_steps=cfg.max_episode_steps,
+                           envs_per_worker=cfg.eval_envs) as ev, \
             progress(s.offline_steps + s.online_steps, f"{cfg.method} {task.name}") as bar:
         done = [0]
 
