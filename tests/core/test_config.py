@@ -103,3 +103,15 @@ def test_presets_then_overrides():
 def test_help_from_docstrings():
     text = help_text(TopConfig, prog="tether x")
     assert "--loss.clip_high" in text and "Upper clip epsilon (clip-higher)." in text and "default: 0.28" in text
+
+
+def test_positional_arguments_are_kept_whole_even_with_commas():
+    @dataclass(frozen=True)
+    class Runs:
+        runs: tuple[str, ...] = ()
+        """Run directories."""
+        keys: tuple[str, ...] = ()
+        """Keys."""
+
+    cfg = parse_args(Runs, ["runs/method=qam,beta=1.0", "runs/b", "--keys", "a/b,c/d"], positional="runs")
+    assert cfg.runs == ("runs/method=qam,beta=1.0", "runs/b") and cfg.keys == ("a/b", "c/d")

@@ -290,7 +290,7 @@ def parse_args(cfg_or_cls: Any, argv: Sequence[str], *, presets: Mapping[str, Ca
     leaves = leaf_fields(type(base))
     flags, rest = _split_argv(argv, leaves, positional)
     if positional is not None and rest:
-        flags[positional] = ",".join(rest)
+        flags[positional] = tuple(rest)  # one item per argument: a path may contain commas (sweep run names)
     return override(base, flags)
 
 

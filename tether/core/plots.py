@@ -93,22 +93,25 @@ def plot_curves(runs: list[Path], keys: list[str], out_png: str | Path, *, file:
     ncol = min(3, len(keys))
     nrow = (len(keys) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(groups)}  # one colour per group in every panel
     for ax, key in zip(axes.flat, keys, strict=False):
         for label, g in groups.items():
             c = _curve(g, key, file)
             if c is None:
                 continue
             steps, mean, sd = c
-            line, = ax.plot(steps, mean, label=f"{label} (n={len(g)})" if len(g) > 1 else label)
+            ax.plot(steps, mean, color=colors[label], label=f"{label} (n={len(g)})" if len(g) > 1 else label)
             if len(g) > 1:
-                ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+                ax.fill_between(steps, mean - sd, mean + sd, color=colors[label], alpha=0.2)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}  # groups absent from panel 1 too
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center",
+               ncol=min(3, len(handles)), bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.04 * ((len(handles) + 2) // 3), 1, 1))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)

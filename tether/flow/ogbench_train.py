@@ -12,7 +12,6 @@ and at the end; `summary.json` reports offline and offline-to-online success sep
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from tether.core.seeding import generator
 from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
 from tether.flow.data import ReplayBuffer
 from tether.flow.fql import FQLAgent, FQLConfig
+from tether.flow.ogbench_data import sha256
 from tether.flow.ogbench_env import OGBenchEnv, ParallelEvaluator, Reward, Task, load_buffer
 from tether.flow.qam import QAMAgent, QAMConfig
 from tether.flow.train import TrainConfig, fit
@@ -118,11 +118,7 @@ def dataset_digest(path: Path) -> str:
         files = json.loads(manifest.read_text()).get("files", {})
         if path.name in files:
             return files[path.name]["sha256"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256(path)
 
 
 def bc_key(cfg: OGBenchConfig, digest: str) -> str:
