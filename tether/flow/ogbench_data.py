@@ -79,6 +79,12 @@ def validate_env(env: str) -> None:
         raise ValueError(f"env {env!r}: expected '<domain>-play' with domain in {list(DOMAINS)}")
 
 
+def quiet_mujoco() -> None:
+    """Headless MuJoCo (no GLFW/DISPLAY warning) and no gymnasium warning about its Box dtype casts."""
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    warnings.filterwarnings("ignore", message=".*precision lowered.*")
+
+
 def _oracles(env, domain: str) -> dict:
     from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
     from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
@@ -137,8 +143,7 @@ DTYPES = {"terminals": bool, "button_states": np.int64}
 
 def generate_shard(spec: DataSpec, split: str, index: int, n_episodes: int, path: Path) -> Path:
     """Generate one shard file atomically (tmp + rename); deterministic in (spec.seed, split, index)."""
-    os.environ.setdefault("MUJOCO_GL", "disable")
-    warnings.filterwarnings("ignore", message=".*precision lowered.*")  # gymnasium Box casts, harmless
+    quiet_mujoco()
     import gymnasium
     import ogbench.manipspace  # noqa: F401  (registers the envs)
 

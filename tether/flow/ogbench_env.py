@@ -12,9 +12,7 @@ while the policy runs once per chunk on the batch of all unfinished episodes.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +22,7 @@ import torch
 from torch import Tensor
 
 from tether.flow.data import ReplayBuffer
+from tether.flow.ogbench_data import quiet_mujoco
 
 Reward = Literal["dense", "sparse"]
 TASK_RE = re.compile(r"^(?P<domain>[a-z0-9x-]+)-(?P<kind>play|noisy|navigate|stitch|explore)-singletask-task(?P<n>[1-5])-v0$")
@@ -55,14 +54,9 @@ class Task:
         return path
 
 
-def _quiet() -> None:
-    os.environ.setdefault("MUJOCO_GL", "disable")
-    warnings.filterwarnings("ignore", message=".*precision lowered.*")
-
-
 def make_env(task: Task, max_steps: int = 0):
     """The gymnasium single-task env (terminates at the goal); max_steps 0 = OGBench's eval time limit."""
-    _quiet()
+    quiet_mujoco()
     import gymnasium
     import ogbench.manipspace  # noqa: F401  (registers the envs)
 
@@ -77,7 +71,7 @@ def sparse_reward(r: np.ndarray | float) -> np.ndarray | float:
 def load_buffer(task: Task, data_dir: str | Path, *, reward: Reward, extra_capacity: int = 0,
                 split: Literal["train", "val"] = "train") -> ReplayBuffer:
     """The relabelled dataset as a replay buffer with room for `extra_capacity` online transitions."""
-    _quiet()
+    quiet_mujoco()
     import ogbench
 
     path = task.dataset_file(data_dir)
