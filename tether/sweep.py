@@ -34,7 +34,7 @@ from tether.core.checkpoint import latest_checkpoint
 from tether.core.cli import Command
 from tether.core.config import ConfigError, check, leaf_fields, parse_args
 from tether.core.progress import progress
-from tether.core.rundir import read_jsonl
+from tether.core.rundir import read_jsonl, write_json_atomic
 
 __all__ = ["SweepConfig", "RaySpec", "Run", "Sweep", "run_sweep", "load_spec", "resolve_command", "expand_grid",
            "run_name", "run_state", "execute_run", "summary_rows", "MARKER"]
@@ -277,12 +277,6 @@ def _error_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written marker that would skip the run
-
-
 def execute_run(command: str, argv: list[str], run_dir: str, has_run: bool, threads: int) -> dict[str, Any]:
     """The body of one Ray task (also callable directly): run the command in-process, mark it done on success.
 
@@ -319,7 +313,8 @@ def execute_run(command: str, argv: list[str], run_dir: str, has_run: bool, thre
               "resumed": state == "resume", "argv": list(argv), "command": command}
     if error:
         return {"status": "failed", "error": error, **result}
-    _write_json(path / MARKER, {**result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    # atomic: a crash never leaves a half-written marker that would skip the run
+    write_json_atomic(path / MARKER, {**result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return {"status": "done", **result}
 
 

@@ -31,7 +31,7 @@ from tether import __version__
 from tether.core.checkpoint import latest_checkpoint
 from tether.core.config import to_dict
 
-__all__ = ["RunConfig", "RunDir", "git_info", "read_jsonl"]
+__all__ = ["RunConfig", "RunDir", "git_info", "read_jsonl", "write_json_atomic"]
 
 
 def git_info() -> dict[str, Any]:
@@ -45,6 +45,14 @@ def git_info() -> dict[str, Any]:
         return {"git_sha": sha, "git_dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON via a hidden temporary file and a rename: readers never see a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -108,8 +116,8 @@ class RunDir:
         for name in ("metrics.jsonl", "eval.jsonl"):
             (path / name).unlink(missing_ok=True)
         run = cls(path, tensorboard)
-        run._write_json("config.json", to_dict(config))
-        run._write_json("env.json", {
+        write_json_atomic(run.path / "config.json", to_dict(config))
+        write_json_atomic(run.path / "env.json", {
             **git_info(), "tether": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "seed": seed,
             "torch_threads": torch.get_num_threads(), "argv": sys.argv,
@@ -129,11 +137,6 @@ class RunDir:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
         return cls(path, tensorboard)
-
-    def _write_json(self, name: str, obj: Any) -> None:
-        tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        os.replace(tmp, self.path / name)
 
     def config_dict(self) -> dict[str, Any]:
         return json.loads((self.path / "config.json").read_text())

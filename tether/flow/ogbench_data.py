@@ -33,6 +33,7 @@ import numpy as np
 
 from tether.core.config import check
 from tether.core.progress import progress
+from tether.core.rundir import write_json_atomic
 from tether.core.seeding import derive_seed
 
 DOMAINS = ("cube-single", "cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3", "puzzle-4x4",
@@ -248,9 +249,7 @@ def _finish(spec: DataSpec, out: Path, jobs: list[tuple]) -> dict:
         files[name] = {"sha256": sha256(out / name), "transitions": int(len(np.load(out / name)["terminals"]))}
     manifest = {"spec": asdict(spec), "files": files, "ogbench_version": version("ogbench"),
                 "generator": "tether.flow.ogbench_data (plan oracles, noise 0.1, smoothing 0.5)"}
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
+    write_json_atomic(out / "manifest.json", manifest)
     for j in jobs:
         Path(j[4]).unlink()
     (out / ".shards" / "spec.json").unlink()

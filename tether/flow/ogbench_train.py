@@ -25,7 +25,7 @@ from tether.core.checkpoint import load_checkpoint, save_checkpoint
 from tether.core.config import check
 from tether.core.progress import progress
 from tether.core.registry import Registry
-from tether.core.rundir import RunConfig, RunDir, read_jsonl
+from tether.core.rundir import RunConfig, RunDir, read_jsonl, write_json_atomic
 from tether.core.seeding import generator
 from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
 from tether.flow.data import ReplayBuffer
@@ -155,7 +155,7 @@ def summarize(run: RunDir, offline_steps: int, seconds: float) -> dict:
     at = {r["step"]: r.get("eval/success") for r in rows}
     out = {"success_start": at.get(0), "success_offline": at.get(offline_steps),
            "success_final": rows[-1].get("eval/success") if rows else None, "seconds": round(seconds, 1)}
-    (run.path / "summary.json").write_text(json.dumps(out, indent=1))
+    write_json_atomic(run.path / "summary.json", out)
     return out
 
 
