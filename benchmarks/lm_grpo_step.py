@@ -12,6 +12,10 @@ tether variants (all in this process, timed before and after TRL so that load dr
   native_lp      native with rollout.logprobs=sampler: the engine returns its decode-loop log-probs instead
                  of recomputing them with one more full-sequence forward (the fp32 default, for DCMDP's
                  exact on-policy control); the trainer's own theta_old forward is unchanged
+  native_compiled  native with rollout.compile=True (the torch.compile'd decode step)
+  native_compiled_all  native_compiled plus optim.compile=True (compiled blocks in the trainer's forward/backward)
+Compiles fall in the first steps (a second one when the prompt or completion length first changes); the median
+over steps 3..N leaves them out, so use --steps >= 12 for the compiled variants.
 TRL variants: gradient checkpointing off (same work as tether) and on (TRL 1.16's default).
 --bf16: tether with optim.bf16 (autocast) and a bf16 engine, TRL with bf16=True (autocast, bf16 generation).
 Prints one JSON line; ratio_* = TRL (GC off) / tether variant, ratio_trl_default_* = TRL (GC on) / variant.
@@ -37,7 +41,7 @@ def hash_reward(batch) -> torch.Tensor:
     return torch.tensor([float("#" in c) for c in batch.completions])
 
 
-def time_tether(args, native: bool, extra: dict | None = None) -> tuple[float, float]:
+def time_tether(args, native: bool, extra: dict | None = None, compile_blocks: bool = False) -> tuple[float, float]:
     from tether.core.config import override
     from tether.lm.grpo import GRPOTrainer, TrainConfig
     from tether.lm.hf import hf_to_native
@@ -63,6 +67,8 @@ def time_tether(args, native: bool, extra: dict | None = None) -> tuple[float, f
         tr.params = list(model.parameters())
         tr.opt = torch.optim.AdamW(tr.params, lr=1e-3, weight_decay=0.0)
         tr.build_engine()  # the engine (and the exact-fp32 reuse rule) for the swapped-in TinyLM
+        if compile_blocks:  # what optim.compile does for a TinyLM policy (the config here builds an HF one)
+            model.compile_blocks()
     walls, cpus = [], []
     for _ in range(args.steps):
         w, c = time.perf_counter(), time.process_time()
@@ -107,7 +113,7 @@ def time_trl(args, gradient_checkpointing: bool) -> tuple[float, float]:
             gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1, num_generations=8,
             max_completion_length=32, temperature=1.0, top_p=1.0, top_k=0, beta=0.0, loss_type="dapo",
             learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
-            max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0,
+            max_steps=args.steps, logging_strategy="no", report_to="none", save_strategy="no", dataloader_num_workers=0,
             disable_dropout=True, log_completions=False, gradient_checkpointing=gradient_checkpointing)
         trainer = GRPOTrainer(model=model, processing_class=tok, reward_funcs=reward_hash, args=targs,
                               train_dataset=ds, callbacks=[Clock()])
@@ -126,7 +132,7 @@ def runq_wait_s() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    for k, v in dict(hidden=64, layers=2, heads=4, ff=256, steps=10).items():
+    for k, v in dict(hidden=64, layers=2, heads=4, ff=256, steps=12).items():
         ap.add_argument(f"--{k}", type=int, default=v)
     ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
@@ -137,6 +143,9 @@ def main() -> None:
         runs.setdefault("tether", []).append(time_tether(args, native=False))
         runs.setdefault("native", []).append(time_tether(args, native=True))
         runs.setdefault("native_lp", []).append(time_tether(args, native=True, extra={"rollout.logprobs": "sampler"}))
+        runs.setdefault("native_compiled", []).append(time_tether(args, native=True, extra={"rollout.compile": "True"}))
+        runs.setdefault("native_compiled_all", []).append(
+            time_tether(args, native=True, extra={"rollout.compile": "True"}, compile_blocks=True))
         if rnd == 0:
             runs["trl"] = [time_trl(args, gradient_checkpointing=False)]
             runs["trl_gc"] = [time_trl(args, gradient_checkpointing=True)]
@@ -148,7 +157,7 @@ def main() -> None:
     out.update({f"{k}_cpu_s": round(v, 4) for k, v in cpu.items()})
     out["tether_runs_s"] = [round(w, 4) for w, _ in runs["tether"]]
     out["native_runs_s"] = [round(w, 4) for w, _ in runs["native"]]
-    for k in ("tether", "native", "native_lp"):
+    for k in ("tether", "native", "native_lp", "native_compiled", "native_compiled_all"):
         out[f"ratio_{k}"] = round(wall["trl"] / wall[k], 2)
         out[f"ratio_{k}_cpu"] = round(cpu["trl"] / cpu[k], 2)
         out[f"ratio_trl_default_{k}"] = round(wall["trl_gc"] / wall[k], 2)

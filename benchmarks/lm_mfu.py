@@ -6,7 +6,8 @@ Workload as in shared/notes/anchor_lm_speed.md §4: d=128, 4 layers, 4 heads, ff
 model (b)), batch 128 x 48 tokens, next-token cross-entropy, no optimizer step. Wall and CPU time are
 both reported; MFU uses CPU time (robust to other jobs on the shared machine).
 Also times the same architecture as a transformers Llama (no qkv bias, as TinyLM) under the same load.
-Prints one JSON line: mfu (fp32), mfu_bf16, achieved and peak GFLOP/s, speedup_vs_hf.
+Prints one JSON line: mfu (fp32), mfu_bf16, achieved and peak GFLOP/s, speedup_vs_hf. `--compile` runs TinyLM's
+blocks through torch.compile (`optim.compile`; the compile falls in the warm-up).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     for k, v in dict(d=128, layers=4, heads=4, ff=512, batch=128, seq=48, repeats=5).items():
         ap.add_argument(f"--{k}", type=int, default=v)
+    ap.add_argument("--compile", action="store_true", help="TinyLM.compile_blocks() (optim.compile); compiles in warm-up")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from tether.lm.model import ModelConfig, TinyLM
@@ -52,6 +54,8 @@ def main() -> None:
     cfg = ModelConfig(vocab_size=32, d_model=args.d, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.heads,
                       d_ff=args.ff, max_seq_len=args.seq)
     model = TinyLM(cfg)
+    if args.compile:
+        model.compile_blocks()
     n_matmul = args.layers * (4 * args.d ** 2 + 3 * args.d * args.ff) + cfg.vocab_size * args.d
     tokens = args.batch * args.seq
     flops = tokens * (6 * n_matmul + 12 * args.layers * args.d * args.seq)
@@ -59,7 +63,7 @@ def main() -> None:
     from tether.lm.hf import tiny_hf_model  # the same architecture through transformers, for reference
     hf = tiny_hf_model("llama", vocab_size=cfg.vocab_size, hidden=args.d, layers=args.layers, heads=args.heads,
                        intermediate=args.ff, max_positions=args.seq).train()
-    out = {"bench": "lm_mfu", "params": model.num_params(), "tokens_per_step": tokens, "gflop_per_step": flops / 1e9}
+    out = {"bench": "lm_mfu", "compiled": args.compile, "params": model.num_params(), "tokens_per_step": tokens, "gflop_per_step": flops / 1e9}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         def step(dtype=dtype):
             model.zero_grad(set_to_none=True)

@@ -7,7 +7,9 @@ plus CPU-time rates and the run-queue wait fraction (other jobs on the shared ma
 are timed in alternation, once per round, so that such load hits all alike; ratios are medians over
 rounds. "ours" returns the decode loop's log-probs (HF's `generate` computes the same softmax and returns
 none); "ours_exact" is the engine default, which in fp32 recomputes trainer-exact log-probs with one extra
-full-sequence forward (`RolloutEngine(logprobs=...)`); in bf16 the two are the same path.
+full-sequence forward (`RolloutEngine(logprobs=...)`); in bf16 the two are the same path. "ours_compiled"
+is "ours" with `compile=True` (a torch.compile'd fixed-shape decode step); its first call, which compiles,
+is timed separately (`first_compiled_call_s`).
 Usage: python benchmarks/lm_sampler.py [--hidden 64 --layers 2 --heads 4 --ff 256 --batch 256 --new 32]
        [--dtype bf16]
 """
@@ -77,6 +79,8 @@ def main() -> None:
     # "sampler": log-probs from the decode loop (like HF, which computes the same softmax while sampling);
     # "auto": the engine default, which in fp32 adds one full-sequence forward for trainer-exact log-probs
     engines = {name: RolloutEngine(precision=args.dtype, backend="native", logprobs=name) for name in ("sampler", "auto")}
+    # "compiled": the decode-loop log-probs with the torch.compile'd fixed-shape step (tether/lm/compiled.py)
+    engines["compiled"] = RolloutEngine(precision=args.dtype, backend="native", logprobs="sampler", compile=True)
     for engine in engines.values():
         engine.sync_from(HFPolicy(model))
     if args.dtype == "bf16":
@@ -99,8 +103,11 @@ def main() -> None:
         assert out.shape == (args.batch, ids.shape[1] + args.new)
 
     n_tok = args.batch * args.new
-    wall, cpu, runq = timed_rounds({"ours": ours(engines["sampler"]), "ours_exact": ours(engines["auto"]), "hf": hf},
-                                   args.repeats)
+    t0 = time.perf_counter()
+    ours(engines["compiled"])()  # the first call compiles (a warm on-disk inductor cache makes it shorter)
+    compile_s = time.perf_counter() - t0
+    wall, cpu, runq = timed_rounds({"ours": ours(engines["sampler"]), "ours_exact": ours(engines["auto"]),
+                                    "ours_compiled": ours(engines["compiled"]), "hf": hf}, args.repeats)
     med = lambda d, k: statistics.median(d[k])
     print(json.dumps({
         "bench": "lm_sampler", "dtype": args.dtype, "hidden": args.hidden, "layers": args.layers, "batch": args.batch,
@@ -111,6 +118,10 @@ def main() -> None:
         "exact_logprobs": engines["auto"].recompute,
         "ratio_exact": round(ratio(wall["hf"], wall["ours_exact"]), 2),
         "ratio_exact_cpu": round(ratio(cpu["hf"], cpu["ours_exact"]), 2),
+        "compiled_tok_s": round(n_tok / med(wall, "ours_compiled")),
+        "ratio_compiled": round(ratio(wall["hf"], wall["ours_compiled"]), 2),
+        "ratio_compiled_cpu": round(ratio(cpu["hf"], cpu["ours_compiled"]), 2),
+        "first_compiled_call_s": round(compile_s, 1),
         "runq_wait_frac": round(runq, 3),
     }))
 

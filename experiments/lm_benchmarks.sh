@@ -11,4 +11,6 @@ python benchmarks/lm_sampler.py "${B[@]}" --dtype bf16                    # mode
 python benchmarks/lm_grpo_step.py                                         # model (a) vs TRL GRPOTrainer, fp32
 python benchmarks/lm_grpo_step.py "${B[@]}"                               # model (b), fp32
 python benchmarks/lm_grpo_step.py --bf16                                  # model (a), bf16 on both sides
+python benchmarks/lm_grpo_step.py "${B[@]}" --bf16                        # model (b), bf16 on both sides
 python benchmarks/lm_mfu.py                                               # model (b) forward+backward
+python benchmarks/lm_mfu.py --compile                                     # the same with optim.compile's blocks

@@ -103,6 +103,11 @@ class GRPOTrainer:
         self.tok = CharTokenizer()
         self.task = make_task(cfg.task.name, cfg.task.difficulty)
         self.policy = build_policy(cfg.model, self.tok, seed=derive_seed(seed, "init"))
+        if cfg.optim.compile:
+            if not isinstance(self.policy, TinyPolicy):
+                raise ValueError(f"optim.compile=True compiles TinyLM blocks, but model.arch={cfg.model.arch!r} "
+                                 "builds a Hugging Face policy; use optim.compile=False")
+            self.policy.module.compile_blocks()
         self.ref = None
         if cfg.algo.kl_coef > 0:
             self.ref = type(self.policy)(copy.deepcopy(self.policy.module).requires_grad_(False).eval())
@@ -129,7 +134,7 @@ class GRPOTrainer:
         self.reuse_exact = (r.precision == "fp32" and r.logprobs in ("auto", "recompute") and not self.cfg.optim.bf16
                             and self.cfg.optim.micro_batch == 0 and isinstance(self.policy, TinyPolicy))
         self.engine = RolloutEngine(precision=r.precision, backend=r.backend,
-                                    logprobs="sampler" if self.reuse_exact else r.logprobs)
+                                    logprobs="sampler" if self.reuse_exact else r.logprobs, compile=r.compile)
         # With one optimizer step per batch the theta_old forward and the update's forward see the same weights:
         # run it once with grad, detach it for theta_old, and keep the graph for the loss (ratio exactly 1).
         o = self.cfg.optim

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from tether.core.registry import Registry
+from tether.lm.compiled import CompiledStepper, compile_step
 from tether.lm.model import KVCache, TinyLM, positions_from_mask
 
 # In-place weight transforms applied to the engine's copy after every sync; returns the compute dtype.
@@ -99,17 +100,22 @@ class RolloutEngine:
     """Samples completions with its own copy of the policy weights."""
 
     def __init__(self, *, precision: str = "fp32", backend: Literal["auto", "native", "hf"] = "auto",
-                 logprobs: Literal["auto", "sampler", "recompute"] = "auto") -> None:
+                 logprobs: Literal["auto", "sampler", "recompute"] = "auto", compile: bool = False) -> None:
         PRECISIONS.get(precision)  # unknown names raise with the list of valid ones
         if backend not in ("auto", "native", "hf"):
             raise ValueError(f"backend must be 'auto', 'native' or 'hf', got {backend!r}")
         if logprobs not in ("auto", "sampler", "recompute"):
             raise ValueError(f"logprobs must be 'auto', 'sampler' or 'recompute', got {logprobs!r}")
+        if compile and backend == "hf":
+            raise ValueError("compile=True runs the native backend only; got backend='hf'")
         self.precision, self.backend = precision, backend
         # "recompute": return log-probs from a full-sequence forward of the engine's own weights (one extra
         # forward). In fp32 that is the trainer's computation bit for bit, so the fp32 engine is an exact
         # on-policy control (zero mismatch); "auto" uses it for fp32 only. "sampler": the decode loop's own.
         self.recompute = logprobs == "recompute" or (logprobs == "auto" and precision == "fp32")
+        # compile: decode with a torch.compile'd fixed-shape step (compiled.py); native backend only
+        self.compile = compile
+        self._step_fn = None
         self.model: nn.Module | None = None
         self.kind: str | None = None
         self.dtype = torch.float32
@@ -119,6 +125,9 @@ class RolloutEngine:
         native = policy.export_native() if self.backend != "hf" else None
         if native is None and self.backend == "native":
             raise ValueError("backend='native' but the policy's architecture has no TinyLM export")
+        if native is None and self.compile:
+            raise ValueError("compile=True needs the native backend, but this policy has no TinyLM export "
+                             "(peft/LoRA or an unsupported architecture); use compile=False")
         if native is not None:
             cfg, state = native
             if self.kind != "native" or self.model.cfg != cfg:
@@ -145,7 +154,11 @@ class RolloutEngine:
         if ids.shape[1] + max_new_tokens > limit:
             raise ValueError(f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the "
                              f"model context {limit}; shorten the prompts or lower max_new_tokens")
-        if self.kind == "native":
+        if self.kind == "native" and self.compile:
+            if self._step_fn is None:
+                self._step_fn = compile_step()
+            step = CompiledStepper(self._step_fn, self.model, ids, mask, max_new_tokens, self.dtype)
+        elif self.kind == "native":
             step = _NativeStepper(self.model, ids, mask, max_new_tokens, self.dtype)
         else:
             step = _HFStepper(self.model, ids, mask, max_new_tokens)
