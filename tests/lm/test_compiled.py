@@ -11,18 +11,7 @@ from tether.lm.policy import TinyPolicy
 from tether.lm.rewards import REWARDS
 from tether.lm.sampler import RolloutEngine
 from tether.lm.tokenizer import pad_left
-
-EOS, PAD = 1, 0
-
-
-def _policy(seed=0, n_kv=4):
-    torch.manual_seed(seed)
-    return TinyPolicy(TinyLM(ModelConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=4, n_kv_heads=n_kv, d_ff=64,
-                                         max_seq_len=40)))
-
-
-def _prompts():
-    return pad_left([[2, 5, 6, 7], [2, 8], [2, 9, 9], [2, 4, 5, 6, 7, 8]], pad_id=PAD)
+from tether.testing.lm import EOS, PAD, ragged_prompts, tiny_policy
 
 
 def _eager_generate(policy, ids, mask, seed, **kw):
@@ -36,8 +25,8 @@ def _eager_generate(policy, ids, mask, seed, **kw):
 @pytest.mark.parametrize("n_kv", [4, 2, 1])
 def test_fixed_shape_step_matches_the_eager_cached_step(n_kv):
     """decode_step (run eagerly here) gives the eager engine's logits at every position, left padding included."""
-    model = _policy(n_kv=n_kv).module.eval()
-    ids, mask = _prompts()
+    model = tiny_policy(n_kv=n_kv).module.eval()
+    ids, mask = ragged_prompts()
     B, P, T = ids.shape[0], ids.shape[1], 6
     toks = torch.randint(2, 12, (B, T), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -53,7 +42,7 @@ def test_fixed_shape_step_matches_the_eager_cached_step(n_kv):
 @pytest.fixture(scope="module")
 def compiled_engine():
     """One compiled engine for the module: every call below uses the same shapes, so it compiles once."""
-    policy = _policy(n_kv=2)
+    policy = tiny_policy(n_kv=2)
     eng = RolloutEngine(logprobs="sampler", compile=True)
     eng.sync_from(policy)
     return policy, eng
@@ -62,7 +51,7 @@ def compiled_engine():
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
 def test_compiled_engine_matches_the_eager_engine(compiled_engine, temperature, top_p):
     policy, eng = compiled_engine
-    ids, mask = _prompts()
+    ids, mask = ragged_prompts()
     out = eng.generate(ids, mask, max_new_tokens=20, eos_id=EOS, pad_id=PAD, temperature=temperature, top_p=top_p,
                        generator=torch.Generator().manual_seed(3))
     ref = _eager_generate(policy, ids, mask, 3, temperature=temperature, top_p=top_p)
@@ -75,10 +64,10 @@ def test_compiled_engine_matches_the_eager_engine(compiled_engine, temperature, 
 def test_compiled_engine_follows_sync(compiled_engine):
     """New weights through sync_from reach the compiled step (weights are graph inputs, not baked constants)."""
     policy, eng = compiled_engine
-    ids, mask = _prompts()
+    ids, mask = ragged_prompts()
     before = eng.generate(ids, mask, max_new_tokens=20, eos_id=EOS, pad_id=PAD,
                           generator=torch.Generator().manual_seed(5))
-    other = _policy(seed=9, n_kv=2)
+    other = tiny_policy(seed=9, n_kv=2)
     eng.sync_from(other)
     after = eng.generate(ids, mask, max_new_tokens=20, eos_id=EOS, pad_id=PAD,
                          generator=torch.Generator().manual_seed(5))

@@ -1,22 +1,9 @@
 import pytest
 import torch
 
-from tether.lm.model import ModelConfig, TinyLM
-from tether.lm.policy import TinyPolicy
 from tether.lm.sampler import PRECISIONS, RolloutEngine, _top_p_filter, sample_next
 from tether.lm.tokenizer import pad_left
-
-EOS, PAD = 1, 0
-
-
-def _policy(seed=0, V=12, n_kv=4):
-    torch.manual_seed(seed)
-    return TinyPolicy(TinyLM(ModelConfig(vocab_size=V, d_model=32, n_layers=2, n_heads=4, n_kv_heads=n_kv, d_ff=64,
-                                         max_seq_len=40)))
-
-
-def _prompts():
-    return pad_left([[2, 5, 6, 7], [2, 8], [2, 9, 9], [2, 4, 5, 6, 7, 8]], pad_id=PAD)
+from tether.testing.lm import EOS, PAD, ragged_prompts, tiny_policy
 
 
 def naive_generate(model, ids, mask, *, T, temperature, top_p, gen):
@@ -40,8 +27,8 @@ def naive_generate(model, ids, mask, *, T, temperature, top_p, gen):
 
 @pytest.mark.parametrize("temperature,top_p,n_kv", [(1.0, 1.0, 4), (0.7, 0.9, 2), (0.0, 1.0, 1)])
 def test_engine_matches_full_recompute_reference(temperature, top_p, n_kv):
-    policy = _policy(n_kv=n_kv)
-    ids, mask = _prompts()
+    policy = tiny_policy(n_kv=n_kv)
+    ids, mask = ragged_prompts()
     eng = RolloutEngine()
     eng.sync_from(policy)
     out = eng.generate(ids, mask, max_new_tokens=20, eos_id=EOS, pad_id=PAD, temperature=temperature, top_p=top_p,
@@ -54,8 +41,8 @@ def test_engine_matches_full_recompute_reference(temperature, top_p, n_kv):
 
 
 def test_engine_logp_matches_policy_scoring():
-    policy = _policy()
-    ids, mask = _prompts()
+    policy = tiny_policy()
+    ids, mask = ragged_prompts()
     eng = RolloutEngine()
     eng.sync_from(policy)
     out = eng.generate(ids, mask, max_new_tokens=15, eos_id=EOS, pad_id=PAD, temperature=0.8,
@@ -67,8 +54,8 @@ def test_engine_logp_matches_policy_scoring():
 
 
 def test_deterministic_under_seed_and_eos_handling():
-    policy = _policy(seed=1)
-    ids, mask = _prompts()
+    policy = tiny_policy(seed=1)
+    ids, mask = ragged_prompts()
     eng = RolloutEngine()
     eng.sync_from(policy)
     a = eng.generate(ids, mask, max_new_tokens=30, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(7))
@@ -84,7 +71,7 @@ def test_deterministic_under_seed_and_eos_handling():
 
 
 def test_sync_from_copies_weights_and_engine_is_separate():
-    policy = _policy()
+    policy = tiny_policy()
     eng = RolloutEngine()
     eng.sync_from(policy)
     assert eng.model is not policy.module
@@ -97,8 +84,8 @@ def test_sync_from_copies_weights_and_engine_is_separate():
 
 
 def test_bf16_engine_is_close_but_separate_precision():
-    policy = _policy()
-    ids, mask = _prompts()
+    policy = tiny_policy()
+    ids, mask = ragged_prompts()
     eng = RolloutEngine(precision="bf16")
     eng.sync_from(policy)
     assert eng.model.embed.weight.dtype == torch.bfloat16
@@ -119,8 +106,8 @@ def test_top_p_filter_keeps_smallest_nucleus():
 
 
 def test_entropy_and_errors():
-    policy = _policy()
-    ids, mask = _prompts()
+    policy = tiny_policy()
+    ids, mask = ragged_prompts()
     eng = RolloutEngine()
     with pytest.raises(RuntimeError, match="sync_from"):
         eng.generate(ids, mask, max_new_tokens=4, eos_id=EOS, pad_id=PAD)
@@ -146,7 +133,7 @@ def test_dropping_finished_rows_keeps_results_identical(monkeypatch, backend):
         policy = HFPolicy(tiny_hf_model("llama", vocab_size=12, hidden=32, intermediate=64, max_positions=40))
         model = policy.module
     else:
-        policy = _policy(seed=2)
+        policy = tiny_policy(seed=2)
         model = policy.module
     with torch.no_grad():   # make EOS likely so that rows finish at different steps
         (model.embed.weight if backend == "native" else model.model.embed_tokens.weight)[EOS] *= 3
