@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tether.core.config import ConfigError
-from tether.lm.model import KVCache, ModelConfig, TinyLM, positions_from_mask
+from tether.lm.model import KVCache, ModelConfig, TinyLM, distinct_prompts, positions_from_mask
 from tether.lm.tokenizer import pad_left
 
 
@@ -55,3 +55,12 @@ def test_positions_and_config_errors():
         ModelConfig(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="max_seq_len"):
         _model()(torch.zeros((1, 40), dtype=torch.long))
+
+
+def test_distinct_prompts_maps_every_row_to_its_prompt():
+    ids, mask = pad_left([[2, 5], [2, 5, 6], [2, 5], [7], [2, 5, 6]], pad_id=0)
+    u_ids, u_mask, rows = distinct_prompts(ids, mask)
+    assert len(u_ids) == 3
+    assert torch.equal(u_ids[rows], ids) and torch.equal(u_mask[rows], mask)
+    ids2, mask2, rows2 = distinct_prompts(ids[:2], mask[:2])
+    assert rows2 is None and torch.equal(ids2, ids[:2]) and torch.equal(mask2, mask[:2])

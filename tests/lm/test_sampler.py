@@ -154,3 +154,27 @@ def test_dropping_finished_rows_keeps_results_identical(monkeypatch, backend):
     assert calls, "no row was dropped; the test does not exercise compaction"
     assert torch.equal(out.tokens, toks[:, : out.tokens.shape[1]]) and torch.equal(out.mask, valid[:, : out.mask.shape[1]])
     torch.testing.assert_close(out.logp, lps[:, : out.logp.shape[1]], atol=1e-5, rtol=0)
+
+
+def test_shared_prompts_are_prefilled_once_with_identical_results(monkeypatch):
+    """G rows per prompt (as in GRPO): each distinct prompt is run once, and sampling matches the no-cache reference."""
+    policy = tiny_policy(n_kv=2)
+    ids, mask = ragged_prompts()
+    order = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 2, 2, 0])                   # interleaved, uneven group sizes
+    ids, mask = ids[order], mask[order]
+    eng = RolloutEngine(logprobs="sampler")
+    eng.sync_from(policy)
+    seen, prefill = [], type(eng.model).prefill
+
+    def counting_prefill(self, ids, mask, cache, rows=None):
+        seen.append(len(ids))
+        return prefill(self, ids, mask, cache, rows)
+
+    monkeypatch.setattr(type(eng.model), "prefill", counting_prefill)
+    out = eng.generate(ids, mask, max_new_tokens=15, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        toks, lps, valid = naive_generate(policy.module.eval(), ids, mask, T=15, temperature=1.0, top_p=1.0,
+                                          gen=torch.Generator().manual_seed(4))
+    assert seen == [4]
+    assert torch.equal(out.tokens, toks) and torch.equal(out.mask, valid)
+    torch.testing.assert_close(out.logp, lps, atol=2e-6, rtol=0)

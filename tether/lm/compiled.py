@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tether.lm.model import ModelConfig, TinyLM
+from tether.lm.model import ModelConfig, TinyLM, distinct_prompts
 
 
 @dataclass
@@ -102,7 +102,8 @@ class CompiledStepper:
                              "is a Python side effect); set compile=False")
         self.fn, self.model, self.P = step_fn, model, ids.shape[1]
         self.cache = StaticKVCache.empty(model.cfg, ids.shape[0], self.P + max_new, dtype)
-        self.first_logits = model.prefill(ids, mask, self.cache)
+        u_ids, u_mask, rows = distinct_prompts(ids, mask)      # a group's G rows share one prompt: run it once
+        self.first_logits = model.prefill(u_ids, u_mask, self.cache, rows)
         self.next_pos = mask.sum(-1)                                                    # (B,)
 
     def __call__(self, tok: Tensor, t: int) -> Tensor:

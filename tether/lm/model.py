@@ -194,6 +194,16 @@ def run_blocks(model: TinyLM, x: Tensor, cos: Tensor, sin: Tensor, attn: Tensor 
     return x
 
 
+def distinct_prompts(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The distinct rows of left-padded prompts ids/mask (B, P): (ids_u, mask_u, rows) with rows (B,) the index
+    of each row's prompt in ids_u, or (ids, mask, None) when no two rows share a prompt."""
+    uniq, rows = torch.unique(ids.masked_fill(~mask, -1), dim=0, return_inverse=True)
+    if len(uniq) == len(ids):
+        return ids, mask, None
+    first = torch.full((len(uniq),), len(ids)).scatter_reduce(0, rows, torch.arange(len(ids)), "amin")
+    return ids[first], mask[first], rows
+
+
 def positions_from_mask(mask: Tensor) -> Tensor:
     """Position ids (B, L) for left-padded rows: 0 at each row's first real token (pads get 0)."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -264,19 +274,24 @@ class TinyLM(nn.Module):
         """Logits (B, L - logits_from, V) for positions logits_from..L-1."""
         return self.head(self.hidden(ids, mask)[:, logits_from:])
 
-    def prefill(self, ids: Tensor, mask: Tensor, cache) -> Tensor:
-        """Run the left-padded prompt (B, P) into `cache` (anything with store_prompt / mask_prompt, e.g.
-        `KVCache`); returns last-position logits (B, V)."""
+    def prefill(self, ids: Tensor, mask: Tensor, cache, rows: Tensor | None = None) -> Tensor:
+        """Run the left-padded prompts (U, P) into `cache` (anything with store_prompt / mask_prompt, e.g.
+        `KVCache`); returns last-position logits (B, V).
+
+        rows: (B,) index of the prompt each cache row starts from, when rows share prompts (GRPO's G samples
+        per prompt): each distinct prompt is then run once and its keys/values copied. None: U = B, one each.
+        """
         pos = positions_from_mask(mask)
-        cos, sin = self.rope_cos[pos][:, :, None, :], self.rope_sin[pos][:, :, None, :]     # (B, P, 1, Dh)
+        cos, sin = self.rope_cos[pos][:, :, None, :], self.rope_sin[pos][:, :, None, :]     # (U, P, 1, Dh)
         attn = None if bool(mask.all()) else attention_mask(mask)
         x = self.embed(ids)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for i, blk in enumerate(self.blocks):
             x, k, v = blk.prefill(x, cos, sin, attn)
-            cache.store_prompt(i, k, v)
-        cache.mask_prompt(mask)
-        return self.head(x[:, -1]).float()
+            cache.store_prompt(i, k, v) if rows is None else cache.store_prompt(i, k[rows], v[rows])
+        cache.mask_prompt(mask if rows is None else mask[rows])
+        logits = self.head(x[:, -1]).float()
+        return logits if rows is None else logits[rows]
 
     def decode(self, tok: Tensor, pos: Tensor, cache: KVCache, t: int) -> Tensor:
         """One cached step: tokens (B,) at positions (B,) written to cache slot t; returns logits (B, V)."""

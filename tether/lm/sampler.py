@@ -6,8 +6,9 @@ mismatch studied in DCMDP (dcmdp.md §6.1) exists only if the two are distinct c
 
 Two backends: `native` runs `TinyLM` (any Llama/Qwen2-layout HF model exports its weights to it) with a
 preallocated cache and fused projections; `hf` drives a `transformers` model through its own
-`DynamicCache` (used for LoRA/peft models and unsupported architectures). The decode loop is the only
-Python per-token overhead. Sampling uses one uniform per row per step (inverse CDF), so the same
+`DynamicCache` (used for LoRA/peft models and unsupported architectures). The native backend runs each
+distinct prompt through the prefill once, however many rows share it (GRPO's G samples per prompt). The
+decode loop is the only Python per-token overhead. Sampling uses one uniform per row per step (inverse CDF), so the same
 generator state gives the same tokens in a full-recompute reference.
 
 Returned log-probs are the engine's "processed" log-probs: of the sampled token under the distribution it
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from tether.core.registry import Registry
 from tether.lm.compiled import CompiledStepper, compile_step
-from tether.lm.model import KVCache, TinyLM, positions_from_mask
+from tether.lm.model import KVCache, TinyLM, distinct_prompts, positions_from_mask
 
 # In-place weight transforms applied to the engine's copy after every sync; returns the compute dtype.
 PRECISIONS: Registry[Callable[[nn.Module], torch.dtype]] = Registry("rollout precision")
@@ -222,7 +223,8 @@ class _NativeStepper:
     def __init__(self, model: TinyLM, ids: Tensor, mask: Tensor, max_new: int, dtype: torch.dtype) -> None:
         self.model, self.P = model, ids.shape[1]
         self.cache = KVCache.empty(model.cfg, ids.shape[0], self.P + max_new, dtype)
-        self.first_logits = model.prefill(ids, mask, self.cache)
+        u_ids, u_mask, rows = distinct_prompts(ids, mask)      # a group's G rows share one prompt: run it once
+        self.first_logits = model.prefill(u_ids, u_mask, self.cache, rows)
         self.next_pos = mask.sum(-1)                                                    # (B,)
 
     def __call__(self, tok: Tensor, t: int) -> Tensor:
