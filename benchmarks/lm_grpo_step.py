@@ -6,7 +6,7 @@ on), temperature 1, reward 1 if the completion contains '#', beta 0, one optimiz
 lr 1e-3, grad clip 1. A step = generation + reward + advantages + loss forward + backward + clip + AdamW.
 Median over steps 3..N, wall and CPU time.
 
-tether variants (all in this process, timed before and after TRL so that load drift shows):
+tether variants (all in this process; every variant, TRL's included, runs twice in ABBA order and is averaged):
   tether         the HF model in the trainer (`HFPolicy`, engine on the exported weights), default config
   native         the same weights loaded into TinyLM (identical math, see tests/lm/test_hf.py)
   native_lp      native with rollout.logprobs=sampler: the engine returns its decode-loop log-probs instead
@@ -138,17 +138,24 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     q0, w0 = runq_wait_s(), time.perf_counter()
-    runs = {}  # name -> list of (wall, cpu) medians; tether variants run before and after TRL
-    for rnd in range(2):
+    runs = {}  # name -> list of (wall, cpu) medians, one per round
+
+    def tether_variants() -> None:
         runs.setdefault("tether", []).append(time_tether(args, native=False))
         runs.setdefault("native", []).append(time_tether(args, native=True))
         runs.setdefault("native_lp", []).append(time_tether(args, native=True, extra={"rollout.logprobs": "sampler"}))
         runs.setdefault("native_compiled", []).append(time_tether(args, native=True, extra={"rollout.compile": "True"}))
         runs.setdefault("native_compiled_all", []).append(
             time_tether(args, native=True, extra={"rollout.compile": "True"}, compile_blocks=True))
-        if rnd == 0:
-            runs["trl"] = [time_trl(args, gradient_checkpointing=False)]
-            runs["trl_gc"] = [time_trl(args, gradient_checkpointing=True)]
+
+    def trl_variants() -> None:
+        runs.setdefault("trl", []).append(time_trl(args, gradient_checkpointing=False))
+        runs.setdefault("trl_gc", []).append(time_trl(args, gradient_checkpointing=True))
+
+    # ABBA: tether then TRL, then TRL then tether, so that a linear drift of the machine's speed cancels
+    for first, second in ((tether_variants, trl_variants), (trl_variants, tether_variants)):
+        first()
+        second()
     wall = {k: statistics.mean(w for w, _ in v) for k, v in runs.items()}
     cpu = {k: statistics.mean(c for _, c in v) for k, v in runs.items()}
     out = {"bench": "lm_grpo_step", "hidden": args.hidden, "layers": args.layers, "completions": 128, "max_tokens": 32,
@@ -157,6 +164,7 @@ def main() -> None:
     out.update({f"{k}_cpu_s": round(v, 4) for k, v in cpu.items()})
     out["tether_runs_s"] = [round(w, 4) for w, _ in runs["tether"]]
     out["native_runs_s"] = [round(w, 4) for w, _ in runs["native"]]
+    out["trl_runs_s"] = [round(w, 4) for w, _ in runs["trl"]]
     for k in ("tether", "native", "native_lp", "native_compiled", "native_compiled_all"):
         out[f"ratio_{k}"] = round(wall["trl"] / wall[k], 2)
         out[f"ratio_{k}_cpu"] = round(cpu["trl"] / cpu[k], 2)

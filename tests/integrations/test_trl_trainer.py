@@ -207,7 +207,9 @@ def test_trl_path_matches_tethers_own_trainer_on_the_same_batch(tmp_path):
 
     cfg = TrainConfig(model=ModelSpec(arch="qwen2", d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=64,
                                       max_seq_len=64),
-                      rollout=RolloutSpec(prompts_per_step=2, group_size=G, max_new_tokens=MAX_NEW),
+                      # the engine precision of the TRL run: an fp32 trainer would take rollout_logp from its
+                      # own theta_old forward (the exact control) instead of the batch's fp16 engine log-probs
+                      rollout=RolloutSpec(prompts_per_step=2, group_size=G, max_new_tokens=MAX_NEW, precision="fp16"),
                       algo=AlgoSpec(reward="lp", adv_eps=1e-4, clip_low=0.2, clip_high=0.28), correction=k)
     own = TetherOwnTrainer(cfg)
     own.policy.module.load_state_dict(tr.model.state_dict())

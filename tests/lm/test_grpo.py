@@ -97,7 +97,7 @@ def test_resume_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("over", [{}, {"algo.filter_zero_std": "true", "correction.name": "dcmdp+tis_token",
-                                   "correction.variant": "differentiable"}])
+                                   "correction.variant": "differentiable"}, {"model.arch": "qwen2"}])
 def test_fused_forward_equals_the_separate_theta_old_forward(over):
     """One optimizer step per batch: reusing the update's forward as theta_old changes only rounding."""
     fused, plain = GRPOTrainer(tiny(**over)), GRPOTrainer(tiny(**over))
@@ -107,8 +107,11 @@ def test_fused_forward_equals_the_separate_theta_old_forward(over):
         m_fused, m_plain = fused.step(), plain.step()
     assert m_fused["mismatch/delta_mean"] == m_plain["mismatch/delta_mean"] == 0.0
     assert m_fused["clip/ratio_mean"] == 1.0
+    # Adam divides by sqrt(v): on elements whose gradient is near zero, rounding-level gradient differences move
+    # the parameter by a small fraction of lr per step, so the bound is relative to lr, not to the parameter
+    atol = 5e-3 * fused.cfg.optim.lr
     for a, b in zip(fused.policy.module.parameters(), plain.policy.module.parameters(), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
     torch.testing.assert_close(m_fused["loss/total"], m_plain["loss/total"], atol=1e-6, rtol=1e-5)
 
 

@@ -13,8 +13,9 @@ group_mean advantages: Dr. GRPO (arXiv:2503.20783); DCMDP: arXiv:2606.08779.
 `old_logp` is always the trainer's recompute (verl's "decoupled" mode), so the PPO ratio is against the
 trainer's own numerics and the engine's log-probs (`TrainBatch.rollout_logp`) only enter through the
 mismatch metrics and the corrections. In exact fp32 mode with one optimizer step per batch (`fused`), that
-recompute is the update's own forward, run once with grad (time/old_logp then holds the forward and
-time/update the backward). Simplification: the KL reference is the initial policy (no reset).
+recompute is the update's own forward, run once with grad, for TinyLM and HF policies alike (time/old_logp
+then holds the forward and time/update the backward). Simplification: the KL reference is the initial policy
+(no reset).
 """
 
 from __future__ import annotations
@@ -129,10 +130,12 @@ class GRPOTrainer:
     def build_engine(self) -> None:
         """The rollout engine for the current policy (call again after replacing `self.policy`)."""
         r = self.cfg.rollout
-        # The exact fp32 engine's recomputed log-probs are the trainer's theta_old forward bit for bit (same
-        # weights, same TinyLM forward, whole batch): take them from that forward instead of running it twice.
+        # The exact fp32 engine's recomputed log-probs are an fp32 full-sequence forward of the synced weights:
+        # the trainer's theta_old forward is one (bit for bit for TinyLM and for the HF backend; for an HF policy
+        # sampled by the native backend the two forwards differ by kernel order only, ~1e-6), so take them from
+        # that forward instead of running a second one.
         self.reuse_exact = (r.precision == "fp32" and r.logprobs in ("auto", "recompute") and not self.cfg.optim.bf16
-                            and self.cfg.optim.micro_batch == 0 and isinstance(self.policy, TinyPolicy))
+                            and self.cfg.optim.micro_batch == 0)
         self.engine = RolloutEngine(precision=r.precision, backend=r.backend,
                                     logprobs="sampler" if self.reuse_exact else r.logprobs, compile=r.compile)
         # With one optimizer step per batch the theta_old forward and the update's forward see the same weights:
