@@ -4,7 +4,7 @@ Why: at the sizes trained on a CPU (0.1M-5M parameters, batch 128-256), an eager
 kernels. Profiled at d=128 / 4 layers / batch 256, the matmuls were 45 % of the step; the attention's
 broadcast products and reductions were 28 %; norms, rotary, copies and casts were the rest. `torch.compile`
 (inductor) fuses everything between the matmuls into a few generated C++ loops
-(docs/results/lm-engine.md, "Compiled decode").
+(docs/results/lm-engine.md, "Compiled decode and compiled training blocks").
 
 Inductor's code is much faster when shapes do not change from step to step. So this path attends over *all*
 S cache slots with an additive mask (-inf on left padding and on slots not written yet), where the eager

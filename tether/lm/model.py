@@ -288,7 +288,9 @@ class TinyLM(nn.Module):
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for i, blk in enumerate(self.blocks):
             x, k, v = blk.prefill(x, cos, sin, attn)
-            cache.store_prompt(i, k, v) if rows is None else cache.store_prompt(i, k[rows], v[rows])
+            if rows is not None:
+                k, v = k[rows], v[rows]
+            cache.store_prompt(i, k, v)
         cache.mask_prompt(mask if rows is None else mask[rows])
         logits = self.head(x[:, -1]).float()
         return logits if rows is None else logits[rows]

@@ -7,9 +7,10 @@ mismatch studied in DCMDP (dcmdp.md §6.1) exists only if the two are distinct c
 Two backends: `native` runs `TinyLM` (any Llama/Qwen2-layout HF model exports its weights to it) with a
 preallocated cache and fused projections; `hf` drives a `transformers` model through its own
 `DynamicCache` (used for LoRA/peft models and unsupported architectures). The native backend runs each
-distinct prompt through the prefill once, however many rows share it (GRPO's G samples per prompt). The
-decode loop is the only Python per-token overhead. Sampling uses one uniform per row per step (inverse CDF), so the same
-generator state gives the same tokens in a full-recompute reference.
+distinct prompt through the prefill once, however many rows share it (GRPO's G samples per prompt), and can
+decode with a torch.compile'd step (`compiled.py`). The decode loop is the only Python per-token overhead.
+Sampling uses one uniform per row per step (inverse CDF), so the same generator state gives the same tokens
+in a full-recompute reference.
 
 Returned log-probs are the engine's "processed" log-probs: of the sampled token under the distribution it
 was actually drawn from (after temperature and top-p). Not owned here: rewards and training.
