@@ -97,7 +97,8 @@ def test_resume_is_exact(tmp_path):
 
 
 @pytest.mark.parametrize("over", [{}, {"algo.filter_zero_std": "true", "correction.name": "dcmdp+tis_token",
-                                   "correction.variant": "differentiable"}, {"model.arch": "qwen2"}])
+                                   "correction.variant": "differentiable"}, {"model.arch": "qwen2"},
+                                  {"model.arch": "qwen2", "model.lora_r": "4"}])
 def test_fused_forward_equals_the_separate_theta_old_forward(over):
     """One optimizer step per batch: reusing the update's forward as theta_old changes only rounding."""
     fused, plain = GRPOTrainer(tiny(**over)), GRPOTrainer(tiny(**over))
