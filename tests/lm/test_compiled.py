@@ -1,17 +1,15 @@
 import pytest
 import torch
 
-from tether.core.config import override
 from tether.lm.compiled import CompiledStepper, decode_step
-from tether.lm.grpo import GRPOTrainer, smoke
+from tether.lm.grpo import GRPOTrainer
 from tether.lm.grpo_config import RolloutSpec
 from tether.lm.hf import HFPolicy, tiny_hf_model
 from tether.lm.model import KVCache, ModelConfig, TinyLM
 from tether.lm.policy import TinyPolicy
-from tether.lm.rewards import REWARDS
 from tether.lm.sampler import RolloutEngine
 from tether.lm.tokenizer import pad_left
-from tether.testing.lm import EOS, PAD, ragged_prompts, tiny_policy
+from tether.testing.lm import EOS, PAD, ragged_prompts, tiny_policy, tiny_train_config
 
 
 def _eager_generate(policy, ids, mask, seed, **kw):
@@ -95,13 +93,8 @@ def test_compile_refuses_what_it_cannot_run():
 
 def test_trainer_with_compiled_rollouts_and_blocks_matches_eager():
     """rollout.compile and optim.compile change speed only: same completions, metrics and update as eager."""
-    if "test_len_compiled" not in REWARDS:
-        REWARDS.register("test_len_compiled")(lambda batch: batch.mask.sum(-1).float())
-    over = {"steps": "1", "model.path": "", "model.d_model": "32", "model.d_ff": "64", "rollout.prompts_per_step": "4",
-            "rollout.group_size": "4", "rollout.max_new_tokens": "12", "algo.reward": "test_len_compiled",
-            "optim.lr": "1e-2", "eval.every": "0"}
-    eager = GRPOTrainer(override(smoke(), over))
-    compiled = GRPOTrainer(override(smoke(), {**over, "rollout.compile": "true", "optim.compile": "true"}))
+    eager = GRPOTrainer(tiny_train_config(steps="1"))
+    compiled = GRPOTrainer(tiny_train_config(steps="1", **{"rollout.compile": "true", "optim.compile": "true"}))
     assert compiled.engine.compile and compiled.policy.module._compiled_blocks is not None
     m_eager, m_compiled = eager.step(), compiled.step()
     assert m_eager.keys() == m_compiled.keys() and m_eager["reward/mean"] > 0
@@ -131,8 +124,7 @@ def test_compiled_blocks_match_eager_forward_and_gradients():
 
 def test_optim_compile_refuses_hf_policies():
     with pytest.raises(ValueError, match="optim.compile"):
-        GRPOTrainer(override(smoke(), {"model.path": "", "model.arch": "qwen2", "model.d_model": "32",
-                                       "model.d_ff": "64", "optim.compile": "true"}))
+        GRPOTrainer(tiny_train_config(**{"model.arch": "qwen2", "optim.compile": "true"}))
 
 
 def test_a_copy_of_a_compiled_model_runs_its_own_weights():

@@ -7,28 +7,12 @@ import torch
 from tether.core.config import ConfigError, override, parse_args
 from tether.core.rundir import RunDir, read_jsonl
 from tether.lm.grpo import PRESETS, GRPOTrainer, TrainConfig, smoke
-from tether.lm.rewards import REWARDS
 from tether.testing.docs import undocumented
-
-
-def _length_reward(batch):
-    """Test-only reward with signal even for a random model: completion length."""
-    return batch.mask.sum(-1).float()
-
-
-if "test_length" not in REWARDS:
-    REWARDS.register("test_length")(_length_reward)
-
-
-def tiny(**over) -> TrainConfig:
-    base = {"steps": "2", "model.path": "", "model.d_model": "32", "model.d_ff": "64", "rollout.prompts_per_step": "4",
-            "rollout.group_size": "4", "rollout.max_new_tokens": "12", "algo.reward": "test_length",
-            "optim.lr": "1e-2", "eval.every": "0", "eval.n_prompts": "4", "eval.k": "2", "samples_every": "1"}
-    return override(smoke(), {**base, **over})
+from tether.testing.lm import tiny_train_config
 
 
 def test_end_to_end_changes_parameters_and_logs_documented_finite_metrics(tmp_path):
-    cfg = tiny()
+    cfg = tiny_train_config()
     run = RunDir.create(tmp_path / "run", cfg, seed=0)
     tr = GRPOTrainer(cfg, run)
     before = [p.detach().clone() for p in tr.policy.module.parameters()]
@@ -57,7 +41,7 @@ def _grads(tr, batch, micro):
 
 @pytest.mark.parametrize("mode", ["token_mean_global", "seq_mean_token_mean", "seq_sum_const"])
 def test_gradient_accumulation_1x8_equals_8x1(mode):
-    tr = GRPOTrainer(tiny(**{"algo.aggregation": mode, "rollout.prompts_per_step": "2"}))
+    tr = GRPOTrainer(tiny_train_config(**{"algo.aggregation": mode, "rollout.prompts_per_step": "2"}))
     batch = tr.rollout()
     tr.prepare(batch, lam=0.0)
     g_one = _grads(tr, batch, micro=0)
@@ -67,7 +51,7 @@ def test_gradient_accumulation_1x8_equals_8x1(mode):
 
 
 def test_loss_ignores_padding_length():
-    tr = GRPOTrainer(tiny(**{"correction.name": "dcmdp+tis_token"}))  # corrections must ignore padding too
+    tr = GRPOTrainer(tiny_train_config(**{"correction.name": "dcmdp+tis_token"}))  # corrections must ignore padding too
     batch = tr.rollout()
     tr.prepare(batch, lam=0.5)
     g = _grads(tr, batch, micro=0)
@@ -83,7 +67,7 @@ def test_loss_ignores_padding_length():
 
 
 def test_resume_is_exact(tmp_path):
-    cfg = tiny(**{"steps": "4", "run.save_every": "2"})
+    cfg = tiny_train_config(**{"steps": "4", "run.save_every": "2"})
     straight = GRPOTrainer(cfg, RunDir.create(tmp_path / "a", cfg, seed=0))
     straight.fit()
     cfg2 = override(cfg, {"steps": "2"})
@@ -101,8 +85,8 @@ def test_resume_is_exact(tmp_path):
                                   {"model.arch": "qwen2", "model.lora_r": "4"}])
 def test_fused_forward_equals_the_separate_theta_old_forward(over):
     """One optimizer step per batch: reusing the update's forward as theta_old changes only rounding."""
-    fused, plain = GRPOTrainer(tiny(**over)), GRPOTrainer(tiny(**over))
-    assert fused.fused and not GRPOTrainer(tiny(**{"optim.ppo_epochs": "2"})).fused
+    fused, plain = GRPOTrainer(tiny_train_config(**over)), GRPOTrainer(tiny_train_config(**over))
+    assert fused.fused and not GRPOTrainer(tiny_train_config(**{"optim.ppo_epochs": "2"})).fused
     plain.fused = False
     for _ in range(2):
         m_fused, m_plain = fused.step(), plain.step()
@@ -117,7 +101,7 @@ def test_fused_forward_equals_the_separate_theta_old_forward(over):
 
 
 def test_kl_multi_epoch_minibatch_zero_std_filter_and_bf16_paths():
-    tr = GRPOTrainer(tiny(**{"algo.kl_coef": "0.1", "optim.ppo_epochs": "2", "optim.minibatches": "2",
+    tr = GRPOTrainer(tiny_train_config(**{"algo.kl_coef": "0.1", "optim.ppo_epochs": "2", "optim.minibatches": "2",
                              "algo.filter_zero_std": "true", "optim.bf16": "true", "algo.clip_high": "0.28"}))
     m = tr.step()
     assert {"kl/ref", "rollout/filtered_frac", "clip/ratio_mean"} <= set(m)
@@ -139,7 +123,7 @@ def test_bad_configs_raise_clear_errors():
     with pytest.raises(ConfigError, match="preset"):
         parse_args(TrainConfig, ["--preset", "huge"], presets=PRESETS)
     with pytest.raises(ValueError, match="max_seq_len"):
-        GRPOTrainer(tiny(**{"model.max_seq_len": "16"}))
+        GRPOTrainer(tiny_train_config(**{"model.max_seq_len": "16"}))
 
 
 def test_presets_parse():

@@ -5,18 +5,15 @@ import math
 import pytest
 import torch
 
-from tether.core.config import override
-from tether.lm.grpo import GRPOTrainer, smoke
+from tether.lm.grpo import GRPOTrainer
 from tether.lm.hf import HFPolicy, add_lora, hf_to_native, tiny_hf_model
 from tether.lm.model import TinyLM
 from tether.lm.policy import TinyPolicy
-from tether.lm.rewards import REWARDS
 from tether.lm.sampler import RolloutEngine
 from tether.lm.tokenizer import CharTokenizer, pad_left
+from tether.testing.lm import tiny_train_config
 
 TOK = CharTokenizer()
-if "test_length" not in REWARDS:   # a reward with signal even for a random model
-    REWARDS.register("test_length")(lambda batch: batch.mask.sum(-1).float())
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
@@ -42,10 +39,8 @@ def test_native_export_matches_hf_forward_and_sampling(arch):
 
 
 def _hf_cfg(**over):
-    base = {"model.arch": "qwen2", "model.path": "", "model.d_model": "32", "model.d_ff": "64", "model.n_kv_heads": "2",
-            "steps": "2", "rollout.prompts_per_step": "4", "rollout.group_size": "4", "rollout.max_new_tokens": "10",
-            "algo.reward": "test_length", "optim.lr": "1e-2", "eval.every": "0", "eval.n_prompts": "4", "eval.k": "2"}
-    return override(smoke(), {**base, **over})
+    return tiny_train_config(**{"model.arch": "qwen2", "model.n_kv_heads": "2", "rollout.max_new_tokens": "10",
+                                "samples_every": "3", **over})
 
 
 @pytest.mark.parametrize("over", [{}, {"model.arch": "llama", "optim.ppo_epochs": "2", "algo.kl_coef": "0.05"}])

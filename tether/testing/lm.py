@@ -1,12 +1,15 @@
-"""Tiny language-model fixtures shared by the rollout-engine tests (eager and compiled)."""
+"""Tiny language-model fixtures shared by the engine and trainer tests (eager, compiled, HF)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from tether.core.config import override
+from tether.lm.grpo import TrainConfig, smoke
 from tether.lm.model import ModelConfig, TinyLM
 from tether.lm.policy import TinyPolicy
+from tether.lm.rewards import REWARDS
 from tether.lm.tokenizer import pad_left
 
 EOS, PAD = 1, 0
@@ -22,3 +25,19 @@ def tiny_policy(seed: int = 0, vocab: int = 12, n_kv: int = 4) -> TinyPolicy:
 def ragged_prompts() -> tuple[Tensor, Tensor]:
     """Four left-padded prompts of lengths 4, 2, 3 and 6: ids and mask (4, 6)."""
     return pad_left([[2, 5, 6, 7], [2, 8], [2, 9, 9], [2, 4, 5, 6, 7, 8]], pad_id=PAD)
+
+
+def length_reward(batch) -> Tensor:
+    """Test-only reward with signal even for a random model: completion length."""
+    return batch.mask.sum(-1).float()
+
+
+def tiny_train_config(**over: str) -> TrainConfig:
+    """`smoke()` shrunk for tests: a random TinyLM (d=32), 2 steps of 4 prompts x G=4, 12 new tokens, the length
+    reward (registered as "test_length"), lr 1e-2, no periodic evaluation; `over` are CLI-style overrides."""
+    if "test_length" not in REWARDS:
+        REWARDS.register("test_length")(length_reward)
+    base = {"steps": "2", "model.path": "", "model.d_model": "32", "model.d_ff": "64", "rollout.prompts_per_step": "4",
+            "rollout.group_size": "4", "rollout.max_new_tokens": "12", "algo.reward": "test_length",
+            "optim.lr": "1e-2", "eval.every": "0", "eval.n_prompts": "4", "eval.k": "2", "samples_every": "1"}
+    return override(smoke(), {**base, **over})
