@@ -14,6 +14,12 @@ tether variants (all in this process; every variant, TRL's included, runs twice 
                  exact on-policy control); the trainer's own theta_old forward is unchanged
   native_compiled  native with rollout.compile=True (the torch.compile'd decode step)
   native_compiled_all  native_compiled plus optim.compile=True (compiled blocks in the trainer's forward/backward)
+  native_compiled_all_unshared  (--ablate-shared) the same with every row running its own prompt in the trainer's
+                 forward (`TinyLM.continuation_logits` replaced by the plain forward): what sharing the G rows'
+                 prompt saves
+The matmul share of native_compiled_all (aten::mm/addmm/bmm self time over all self time, from torch.profiler
+over 2 extra steps) gives `ratio_cap_mm` = TRL / (that variant's matmul seconds): the ratio if everything but
+the matmuls took no time, at this machine's matmul speed (TRL does the same matmuls, bar the shared prompts).
 Compiles fall in the first steps (a second one when the prompt or completion length first changes); the median
 over steps 3..N leaves them out, so use --steps >= 12 for the compiled variants.
 TRL variants: gradient checkpointing off (same work as tether) and on (TRL 1.16's default).
@@ -30,6 +36,7 @@ import random
 import statistics
 import tempfile
 import time
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -41,7 +48,24 @@ def hash_reward(batch) -> torch.Tensor:
     return torch.tensor([float("#" in c) for c in batch.completions])
 
 
-def time_tether(args, native: bool, extra: dict | None = None, compile_blocks: bool = False) -> tuple[float, float]:
+def matmul_fraction(step, n: int = 2) -> float:
+    """Share of self CPU time spent in matmul kernels over n calls of step() (torch.profiler)."""
+    from torch.profiler import profile
+    with profile() as prof:
+        for _ in range(n):
+            step()
+    events = prof.key_averages()
+    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
+    return mm / sum(e.self_cpu_time_total for e in events)
+
+
+def plain_continuation_logits(self, ids, mask, start):
+    """TinyLM.continuation_logits without prompt sharing: one forward over the joined rows."""
+    return self(ids, mask, logits_from=start - 1)[:, :-1]
+
+
+def time_tether(args, native: bool, extra: dict | None = None, compile_blocks: bool = False,
+                share: bool = True, profile: bool = False) -> tuple[float, float] | tuple[float, float, float]:
     from tether.core.config import override
     from tether.lm.grpo import GRPOTrainer, TrainConfig
     from tether.lm.hf import hf_to_native
@@ -70,12 +94,15 @@ def time_tether(args, native: bool, extra: dict | None = None, compile_blocks: b
         if compile_blocks:  # what optim.compile does for a TinyLM policy (the config here builds an HF one)
             model.compile_blocks()
     walls, cpus = [], []
-    for _ in range(args.steps):
-        w, c = time.perf_counter(), time.process_time()
-        tr.step()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls[2:]), statistics.median(cpus[2:])
+    with mock.patch.object(TinyLM, "continuation_logits", TinyLM.continuation_logits if share
+                           else plain_continuation_logits):
+        for _ in range(args.steps):
+            w, c = time.perf_counter(), time.process_time()
+            tr.step()
+            walls.append(time.perf_counter() - w)
+            cpus.append(time.process_time() - c)
+    medians = statistics.median(walls[2:]), statistics.median(cpus[2:])
+    return (*medians, matmul_fraction(tr.step)) if profile else medians
 
 
 def time_trl(args, gradient_checkpointing: bool) -> tuple[float, float]:
@@ -135,18 +162,24 @@ def main() -> None:
     for k, v in dict(hidden=64, layers=2, heads=4, ff=256, steps=12).items():
         ap.add_argument(f"--{k}", type=int, default=v)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--ablate-shared", action="store_true", help="add native_compiled_all_unshared")
     args = ap.parse_args()
     torch.set_num_threads(1)
     q0, w0 = runq_wait_s(), time.perf_counter()
     runs = {}  # name -> list of (wall, cpu) medians, one per round
+    mm_frac = []  # matmul share of native_compiled_all's step, one per round
 
     def tether_variants() -> None:
         runs.setdefault("tether", []).append(time_tether(args, native=False))
         runs.setdefault("native", []).append(time_tether(args, native=True))
         runs.setdefault("native_lp", []).append(time_tether(args, native=True, extra={"rollout.logprobs": "sampler"}))
         runs.setdefault("native_compiled", []).append(time_tether(args, native=True, extra={"rollout.compile": "True"}))
-        runs.setdefault("native_compiled_all", []).append(
-            time_tether(args, native=True, extra={"rollout.compile": "True"}, compile_blocks=True))
+        *t, mm = time_tether(args, native=True, extra={"rollout.compile": "True"}, compile_blocks=True, profile=True)
+        runs.setdefault("native_compiled_all", []).append(tuple(t))
+        mm_frac.append(mm)
+        if args.ablate_shared:
+            runs.setdefault("native_compiled_all_unshared", []).append(
+                time_tether(args, native=True, extra={"rollout.compile": "True"}, compile_blocks=True, share=False))
 
     def trl_variants() -> None:
         runs.setdefault("trl", []).append(time_trl(args, gradient_checkpointing=False))
@@ -165,7 +198,9 @@ def main() -> None:
     out["tether_runs_s"] = [round(w, 4) for w, _ in runs["tether"]]
     out["native_runs_s"] = [round(w, 4) for w, _ in runs["native"]]
     out["trl_runs_s"] = [round(w, 4) for w, _ in runs["trl"]]
-    for k in ("tether", "native", "native_lp", "native_compiled", "native_compiled_all"):
+    out["native_compiled_all_mm_frac"] = round(statistics.mean(mm_frac), 3)
+    out["ratio_cap_mm"] = round(wall["trl"] / (wall["native_compiled_all"] * statistics.mean(mm_frac)), 2)
+    for k in [k for k in runs if not k.startswith("trl")]:
         out[f"ratio_{k}"] = round(wall["trl"] / wall[k], 2)
         out[f"ratio_{k}_cpu"] = round(cpu["trl"] / cpu[k], 2)
         out[f"ratio_trl_default_{k}"] = round(wall["trl_gc"] / wall[k], 2)

@@ -12,8 +12,8 @@ run benchmarks/lm_sampler.py                                              # mode
 run benchmarks/lm_sampler.py --dtype bf16                                 # model (a), bf16
 run benchmarks/lm_sampler.py "${B[@]}"                                    # model (b), fp32
 run benchmarks/lm_sampler.py "${B[@]}" --dtype bf16                       # model (b), bf16
-run benchmarks/lm_grpo_step.py                                            # model (a) vs TRL GRPOTrainer, fp32
-run benchmarks/lm_grpo_step.py "${B[@]}"                                  # model (b), fp32
+run benchmarks/lm_grpo_step.py --ablate-shared                           # model (a) vs TRL GRPOTrainer, fp32
+run benchmarks/lm_grpo_step.py "${B[@]}" --ablate-shared                  # model (b), fp32
 run benchmarks/lm_grpo_step.py --bf16                                     # model (a), bf16 on both sides
 run benchmarks/lm_grpo_step.py "${B[@]}" --bf16                           # model (b), bf16 on both sides
 run benchmarks/lm_mfu.py                                                  # model (b) forward+backward

@@ -2,8 +2,10 @@
 
 Left: rollout tokens/s relative to HF `generate` (eager and compiled engine) per model and dtype. Right: GRPO
 step speed relative to TRL `GRPOTrainer` without gradient checkpointing (tether eager, compiled decode,
-compiled decode + blocks; TRL with gradient checkpointing for reference). The dashed line is the issue's
-target (2x). Usage: python experiments/lm_speed_plot.py RESULTS.jsonl OUT.png
+compiled decode + blocks, and the same without sharing the G rows' prompt when the run has it; TRL with gradient
+checkpointing for reference). The dashed line is the issue's target (2x). Several result files may be given: for
+each benchmark, model and dtype the last line read wins, so a newer run replaces an older one.
+Usage: python experiments/lm_speed_plot.py RESULTS.jsonl [MORE.jsonl ...] OUT.png
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 MODELS = {64: "(a) d=64", 128: "(b) d=128"}
 
 
-def load(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{path} holds no benchmark JSON lines")
-    return rows
+def load(paths: list[Path]) -> list[dict]:
+    """The benchmark lines of all files, the last one per (benchmark, model, dtype), in first-seen order."""
+    latest = {}
+    for path in paths:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
+            raise ValueError(f"{path} holds no benchmark JSON lines")
+        for r in rows:
+            latest[(r["bench"], r.get("hidden"), r.get("dtype"), r.get("bf16"), r.get("compile"))] = r
+    return list(latest.values())
 
 
 def bars(ax, groups: list[str], series: dict[str, list[float]], title: str, ylabel: str) -> None:
@@ -45,7 +52,7 @@ def bars(ax, groups: list[str], series: dict[str, list[float]], title: str, ylab
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("results", type=Path)
+    ap.add_argument("results", type=Path, nargs="+")
     ap.add_argument("out", type=Path)
     args = ap.parse_args()
     rows = load(args.results)
@@ -58,6 +65,8 @@ def main() -> None:
     bars(right, [MODELS.get(r["hidden"], r["hidden"]) for r in step],
          {"eager": [r["ratio_native"] for r in step], "compiled decode": [r["ratio_native_compiled"] for r in step],
           "+ compiled blocks": [r["ratio_native_compiled_all"] for r in step],
+          **({"+ blocks, prompts not shared": [r.get("ratio_native_compiled_all_unshared", 0.0) for r in step]}
+             if any("ratio_native_compiled_all_unshared" in r for r in step) else {}),
           "TRL with grad. checkpointing": [r["trl_s"] / r["trl_gc_s"] for r in step]},
          "GRPO step vs TRL GRPOTrainer (fp32, no grad. checkpointing)", "speed ratio (TRL time / time)")
     fig.tight_layout()

@@ -122,6 +122,25 @@ def test_compiled_blocks_match_eager_forward_and_gradients():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_compiled_shared_prompt_forward_matches_eager():
+    torch.manual_seed(0)
+    model = TinyLM(ModelConfig(vocab_size=12, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64))
+    prompts, pmask = pad_left([[2, 5, 6], [2, 8]], pad_id=PAD)
+    ids = torch.cat([prompts.repeat_interleave(3, 0), torch.randint(2, 12, (6, 4))], 1)
+    mask = torch.cat([pmask.repeat_interleave(3, 0), torch.ones(6, 4, dtype=torch.bool)], 1)
+    grads = []
+    for compiled in (False, True):
+        if compiled:
+            model.compile_blocks()
+        model.zero_grad()
+        logits = model.continuation_logits(ids, mask, prompts.shape[1])
+        logits.logsumexp(-1).sum().backward()
+        grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_optim_compile_refuses_hf_policies():
     with pytest.raises(ValueError, match="optim.compile"):
         GRPOTrainer(tiny_train_config(**{"model.arch": "qwen2", "optim.compile": "true"}))

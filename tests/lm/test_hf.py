@@ -11,7 +11,7 @@ from tether.lm.model import TinyLM
 from tether.lm.policy import TinyPolicy
 from tether.lm.sampler import RolloutEngine
 from tether.lm.tokenizer import CharTokenizer, pad_left
-from tether.testing.lm import tiny_train_config
+from tether.testing.lm import grouped_batch, tiny_train_config
 
 TOK = CharTokenizer()
 
@@ -66,3 +66,35 @@ def test_lora_trains_only_adapters_and_uses_hf_engine():
 def test_add_lora_wraps_model():
     model = add_lora(tiny_hf_model("llama", vocab_size=TOK.vocab_size, hidden=32, intermediate=64), r=2)
     assert hf_to_native(model) is None
+
+
+@pytest.mark.parametrize("arch,kv,lora", [("qwen2", 4, False), ("llama", 2, False), ("qwen2", 2, True)])
+def test_shared_prompt_scoring_equals_the_full_forward(arch, kv, lora):
+    """Each distinct prompt runs once and its cache is the past of the G continuations: same log-probs,
+    entropies and gradients as one forward over the joined rows (plain and LoRA)."""
+    model = tiny_hf_model(arch, vocab_size=20, hidden=32, intermediate=64, kv_heads=kv)
+    policy = HFPolicy(add_lora(model, r=2) if lora else model)
+    ids, mask, start = grouped_batch()
+    assert policy._shared_prompt_logits(ids, mask, start) is not None        # the shared path is taken
+    results = []
+    for shared in (True, False):
+        if not shared:
+            policy._shared_prompt_logits = lambda *a: None
+        policy.module.zero_grad()
+        out = policy.token_stats(ids, mask, start=start, stats=("entropy",))
+        (out["logp"] * mask[:, start:]).sum().backward()
+        grads = [p.grad.clone() for p in policy.module.parameters() if p.grad is not None]
+        results.append(({k: v.detach()[mask[:, start:]] for k, v in out.items()}, grads))
+    (a, ga), (b, gb) = results
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
+    assert len(ga) == len(gb) > 0
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompt_scoring_steps_aside_under_gradient_checkpointing():
+    model = tiny_hf_model("qwen2", vocab_size=20, hidden=32, intermediate=64)
+    model.gradient_checkpointing_enable()
+    ids, mask, start = grouped_batch()
+    assert HFPolicy(model)._shared_prompt_logits(ids, mask, start) is None

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from tether.core.config import ConfigError
-from tether.lm.model import KVCache, ModelConfig, TinyLM, distinct_prompts, positions_from_mask
+from tether.lm.model import Block, KVCache, ModelConfig, TinyLM, distinct_prompts, positions_from_mask
 from tether.lm.tokenizer import pad_left
+from tether.testing.lm import grouped_batch
 
 
 def _model(**kw):
@@ -62,5 +63,36 @@ def test_distinct_prompts_maps_every_row_to_its_prompt():
     u_ids, u_mask, rows = distinct_prompts(ids, mask)
     assert len(u_ids) == 3
     assert torch.equal(u_ids[rows], ids) and torch.equal(u_mask[rows], mask)
+    assert distinct_prompts(ids, mask, max_frac=0.5)[2] is None      # 3 distinct of 5: too few repeats to share
     ids2, mask2, rows2 = distinct_prompts(ids[:2], mask[:2])
     assert rows2 is None and torch.equal(ids2, ids[:2]) and torch.equal(mask2, mask[:2])
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_continuation_logits_run_each_shared_prompt_once_with_the_full_forward_values(kv_heads, monkeypatch):
+    m = _model(n_kv_heads=kv_heads)
+    ids, mask, start = grouped_batch()
+    rows_seen = []
+    extend = Block.extend
+    monkeypatch.setattr(Block, "extend", lambda self, x, *a: rows_seen.append(len(x)) or extend(self, x, *a))
+    grads = []
+    for shared in (False, True):
+        m.zero_grad()
+        logits = m.continuation_logits(ids, mask, start) if shared else m(ids, mask, logits_from=start - 1)[:, :-1]
+        logits.logsumexp(-1)[mask[:, start:]].sum().backward()
+        grads.append((logits.detach()[mask[:, start:]], [p.grad.clone() for p in m.parameters()]))
+    assert rows_seen == [9, 9]          # the shared path ran: 2 layers of continuations over 3 prompts
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_continuation_logits_without_shared_prompts_and_bad_start():
+    m = _model()
+    ids, mask, start = grouped_batch(G=1)
+    with torch.no_grad():
+        torch.testing.assert_close(m.continuation_logits(ids, mask, start), m(ids, mask, logits_from=start - 1)[:, :-1])
+        assert m.continuation_logits(ids, mask, ids.shape[1]).shape == (3, 0, 20)
+    for bad in (0, ids.shape[1] + 1):
+        with pytest.raises(ValueError, match=f"start={bad}"):
+            m.continuation_logits(ids, mask, bad)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tether.lm.model import ModelConfig, positions_from_mask
+from tether.lm.model import ModelConfig, distinct_prompts, positions_from_mask
 from tether.lm.policy import score_tokens
 
 _NATIVE_TYPES = ("llama", "qwen2", "mistral")
@@ -53,10 +53,34 @@ class HFPolicy:
                     stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
         if start < 1:
             raise ValueError(f"start={start}: the first scored token needs at least one token of context")
-        out = self.module(input_ids=ids, attention_mask=mask.long(), position_ids=positions_from_mask(mask),
-                          use_cache=False, logits_to_keep=ids.shape[1] - start + 1)
-        logits = out.logits[:, :-1]                                                     # (B, L - start, V)
+        logits = self._shared_prompt_logits(ids, mask, start)
+        if logits is None:
+            out = self.module(input_ids=ids, attention_mask=mask.long(), position_ids=positions_from_mask(mask),
+                              use_cache=False, logits_to_keep=ids.shape[1] - start + 1)
+            logits = out.logits[:, :-1]                                                 # (B, L - start, V)
         return score_tokens(logits, ids[:, start:], temperature=temperature, stats=stats)
+
+    def _shared_prompt_logits(self, ids: Tensor, mask: Tensor, start: int) -> Tensor | None:
+        """Logits (B, L - start, V) with each distinct prompt run once (as `TinyLM.continuation_logits`): the
+        prompts' key/value cache, gathered per row, is the past of the continuations, with gradient through it.
+        None when more than half the rows have distinct prompts, under gradient checkpointing (which turns the
+        cache off), or when the model's cache is not a plain `DynamicCache` (sliding-window, linear-attention,
+        quantised layers)."""
+        p_ids, p_mask, rows = distinct_prompts(ids[:, :start], mask[:, :start], max_frac=0.5)
+        if rows is None or start == ids.shape[1]:
+            return None
+        if any(getattr(m, "gradient_checkpointing", False) is True for m in self.module.modules()):
+            return None
+        from transformers.cache_utils import DynamicLayer
+        pre = self.module(input_ids=p_ids, attention_mask=p_mask.long(), position_ids=positions_from_mask(p_mask),
+                          use_cache=True, logits_to_keep=1)
+        cache = pre.past_key_values
+        if not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
+            return None
+        cache.reorder_cache(rows)                                         # (U, ...) -> (B, ...), differentiable
+        out = self.module(input_ids=ids[:, start:], attention_mask=mask.long(),
+                          position_ids=positions_from_mask(mask)[:, start:], past_key_values=cache, use_cache=True)
+        return torch.cat([pre.logits[rows], out.logits[:, :-1]], 1)
 
     def export_native(self) -> tuple[ModelConfig, dict[str, Tensor]] | None:
         return hf_to_native(self.module)

@@ -6,7 +6,8 @@ unchanged), grouped-query attention, a SwiGLU MLP and tied embeddings; ~0.1M-5M 
 matters on a CPU at these sizes (docs/results/lm-engine.md). Weights are stored as safetensors plus a
 JSON config.
 
-Owns the math of one forward (full-sequence with a causal + padding mask, or one cached decode step).
+Owns the math of one forward: full-sequence with a causal + padding mask, prompts shared by several
+continuations (GRPO groups, `TinyLM.continuation_logits`), or one cached decode step.
 Not owned here: sampling (`sampler.py`) and log-prob/entropy bookkeeping (`policy.py`).
 """
 
@@ -134,6 +135,15 @@ class Block(nn.Module):
                                              enable_gqa=self.cfg.n_kv_heads != self.cfg.n_heads)
         return self._finish(x, att), k, v
 
+    def extend(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
+               attn_mask: Tensor) -> Tensor:
+        """Full forward over x (B, C, d) continuing past keys/values (B, Hkv, P, Dh), with gradient through both;
+        attn_mask (B, 1, C, P + C) covers [past, x]."""
+        q, k, v = self._qkv(x, cos, sin)
+        att = F.scaled_dot_product_attention(q, torch.cat([past_k, k], 2), torch.cat([past_v, v], 2),
+                                             attn_mask=attn_mask, enable_gqa=self.cfg.n_kv_heads != self.cfg.n_heads)
+        return self._finish(x, att)
+
     def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, t: int) -> Tensor:
         """One decode position: x (B, 1, d); writes k/v at cache slot t and attends over slots [0, t].
 
@@ -194,11 +204,23 @@ def run_blocks(model: TinyLM, x: Tensor, cos: Tensor, sin: Tensor, attn: Tensor 
     return x
 
 
-def distinct_prompts(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+def run_shared_blocks(model: TinyLM, xp: Tensor, xc: Tensor, rows: Tensor, rope_p: tuple[Tensor, Tensor],
+                      rope_c: tuple[Tensor, Tensor], attn_p: Tensor | None, attn_c: Tensor) -> tuple[Tensor, Tensor]:
+    """The blocks over U distinct prompts xp (U, P, d) and B continuations xc (B, C, d), continuation b
+    following prompt rows[b]: each prompt runs once, and its keys/values are gathered per continuation at every
+    layer. Returns (xp, xc) after the last block; the values are those of `run_blocks` on the B joined rows."""
+    for blk in model.blocks:
+        xp, k, v = blk.prefill(xp, *rope_p, attn_p)
+        xc = blk.extend(xc, *rope_c, k[rows], v[rows], attn_c)
+    return xp, xc
+
+
+def distinct_prompts(ids: Tensor, mask: Tensor, max_frac: float = 1.0) -> tuple[Tensor, Tensor, Tensor | None]:
     """The distinct rows of left-padded prompts ids/mask (B, P): (ids_u, mask_u, rows) with rows (B,) the index
-    of each row's prompt in ids_u, or (ids, mask, None) when no two rows share a prompt."""
+    of each row's prompt in ids_u, or (ids, mask, None) when no two rows share a prompt or when more than
+    max_frac * B prompts are distinct (sharing a few coincidental repeats costs more than it saves)."""
     uniq, rows = torch.unique(ids.masked_fill(~mask, -1), dim=0, return_inverse=True)
-    if len(uniq) == len(ids):
+    if len(uniq) == len(ids) or len(uniq) > max_frac * len(ids):
         return ids, mask, None
     first = torch.full((len(uniq),), len(ids)).scatter_reduce(0, rows, torch.arange(len(ids)), "amin")
     return ids[first], mask[first], rows
@@ -228,7 +250,7 @@ class TinyLM(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
-        self._compiled_blocks = None
+        self._compiled_blocks = self._compiled_shared = None
 
     def reset_parameters(self) -> None:
         # GPT-2 style: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers).
@@ -269,10 +291,38 @@ class TinyLM(nn.Module):
         """
         # a function of the model, not a bound method: a deepcopy of this module must run its own blocks
         self._compiled_blocks = torch.compile(run_blocks)
+        self._compiled_shared = torch.compile(run_shared_blocks)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, *, logits_from: int = 0) -> Tensor:
         """Logits (B, L - logits_from, V) for positions logits_from..L-1."""
         return self.head(self.hidden(ids, mask)[:, logits_from:])
+
+    def continuation_logits(self, ids: Tensor, mask: Tensor, start: int) -> Tensor:
+        """Logits (B, L - start, V) predicting ids[:, start:] from everything before them.
+
+        ids/mask (B, L): left-padded prompts of width `start`, continuations right-padded after them. When rows
+        share prompts (GRPO's G >= 2 completions per prompt: at most B/2 distinct ones), each distinct prompt is
+        run once (`run_shared_blocks`): same values as `forward` up to float rounding, with U*P + B*C instead of
+        B*(P + C) token-forwards.
+        """
+        if not 1 <= start <= ids.shape[1]:
+            raise ValueError(f"start={start}: expected 1 <= start <= sequence length {ids.shape[1]}")
+        p_ids, p_mask, rows = distinct_prompts(ids[:, :start], mask[:, :start], max_frac=0.5)
+        if rows is None or start == ids.shape[1]:
+            return self(ids, mask, logits_from=start - 1)[:, :-1]
+        if ids.shape[1] > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {ids.shape[1]} exceeds model max_seq_len={self.cfg.max_seq_len}")
+        pos = positions_from_mask(mask)                                                   # (B, L)
+        rope_c = self.rope_cos[pos[:, start:], None], self.rope_sin[pos[:, start:], None]  # (B, C, 1, Dh)
+        pos_p = positions_from_mask(p_mask)                                               # (U, P)
+        rope_p = self.rope_cos[pos_p, None], self.rope_sin[pos_p, None]
+        attn_p = None if bool(p_mask.all()) else attention_mask(p_mask)                   # (U, 1, P, P)
+        attn_c = attention_mask(mask)[:, :, start:]                                       # (B, 1, C, L)
+        xp, xc = self.embed(p_ids), self.embed(ids[:, start:])
+        rope_p, rope_c = tuple(r.to(xp.dtype) for r in rope_p), tuple(r.to(xp.dtype) for r in rope_c)
+        xp, xc = (self._compiled_shared or run_shared_blocks)(self, xp, xc, rows, rope_p, rope_c, attn_p, attn_c)
+        # position start-1 (each prompt's last token) predicts the first continuation token
+        return self.head(torch.cat([xp[rows, -1:], xc[:, :-1]], 1))
 
     def prefill(self, ids: Tensor, mask: Tensor, cache, rows: Tensor | None = None) -> Tensor:
         """Run the left-padded prompts (U, P) into `cache` (anything with store_prompt / mask_prompt, e.g.

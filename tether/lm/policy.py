@@ -94,7 +94,7 @@ class TinyPolicy:
                     stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
         if start < 1:
             raise ValueError(f"start={start}: the first scored token needs at least one token of context")
-        logits = self.module(ids, mask, logits_from=start - 1)[:, :-1]                # (B, L - start, V)
+        logits = self.module.continuation_logits(ids, mask, start)                   # (B, L - start, V)
         return score_tokens(logits, ids[:, start:], temperature=temperature, stats=stats)
 
     def export_native(self) -> tuple[ModelConfig, dict[str, Tensor]]:

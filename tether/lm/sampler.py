@@ -177,7 +177,7 @@ class RolloutEngine:
         full, full_mask = torch.cat([ids, out.tokens], 1), torch.cat([mask, out.mask], 1)
         start = ids.shape[1]
         if self.kind == "native":
-            logits = self.model(full, full_mask, logits_from=start - 1)[:, :-1]
+            logits = self.model.continuation_logits(full, full_mask, start)
         else:
             logits = self.model(input_ids=full, attention_mask=full_mask.long()).logits[:, start - 1:-1]
         return score_tokens(logits, out.tokens, temperature=temperature)["logp"].masked_fill(~out.mask, 0.0)

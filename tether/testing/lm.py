@@ -27,6 +27,19 @@ def ragged_prompts() -> tuple[Tensor, Tensor]:
     return pad_left([[2, 5, 6, 7], [2, 8], [2, 9, 9], [2, 4, 5, 6, 7, 8]], pad_id=PAD)
 
 
+def grouped_batch(G: int = 3, width: int = 5, vocab: int = 20) -> tuple[Tensor, Tensor, int]:
+    """Three ragged left-padded prompts x G right-padded continuations (lengths 1..width), rows shuffled so
+    groups are not contiguous: ids and mask (3G, 4 + width) and the prompt width 4."""
+    prompts, pmask = pad_left([[2, 5, 6, 7], [2, 9], [2, 4, 4]], pad_id=PAD)
+    gen = torch.Generator().manual_seed(1)
+    comp = torch.randint(4, vocab, (3 * G, width), generator=gen)
+    cmask = torch.arange(width) < torch.randint(1, width + 1, (3 * G, 1), generator=gen)
+    ids = torch.cat([prompts.repeat_interleave(G, 0), comp.masked_fill(~cmask, PAD)], 1)
+    mask = torch.cat([pmask.repeat_interleave(G, 0), cmask], 1)
+    perm = torch.randperm(3 * G, generator=gen)
+    return ids[perm], mask[perm], prompts.shape[1]
+
+
 def length_reward(batch) -> Tensor:
     """Test-only reward with signal even for a random model: completion length."""
     return batch.mask.sum(-1).float()
