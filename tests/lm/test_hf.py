@@ -98,3 +98,14 @@ def test_shared_prompt_scoring_steps_aside_under_gradient_checkpointing():
     model.gradient_checkpointing_enable()
     ids, mask, start = grouped_batch()
     assert HFPolicy(model)._shared_prompt_logits(ids, mask, start) is None
+
+
+def test_shared_prompt_scoring_steps_aside_for_a_sliding_window_cache():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    cfg = Qwen2Config(vocab_size=20, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      intermediate_size=64, max_position_embeddings=64, use_sliding_window=True, sliding_window=3,
+                      max_window_layers=0)
+    policy = HFPolicy(Qwen2ForCausalLM._from_config(cfg, attn_implementation="sdpa"))
+    ids, mask, start = grouped_batch()
+    assert policy._shared_prompt_logits(ids, mask, start) is None and not policy.share_prompts  # decided once
+    assert policy.token_stats(ids, mask, start=start)["logp"].shape == (9, 5)                    # plain forward

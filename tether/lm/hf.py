@@ -48,6 +48,7 @@ class HFPolicy:
     def __init__(self, model: nn.Module) -> None:
         self.module = model
         self.max_seq_len = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self.share_prompts = True   # turned off for good once the model's cache turns out not to support it
 
     def token_stats(self, ids: Tensor, mask: Tensor, *, start: int, temperature: float = 1.0,
                     stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
@@ -67,7 +68,7 @@ class HFPolicy:
         cache off), or when the model's cache is not a plain `DynamicCache` (sliding-window, linear-attention,
         quantised layers)."""
         p_ids, p_mask, rows = distinct_prompts(ids[:, :start], mask[:, :start], max_frac=0.5)
-        if rows is None or start == ids.shape[1]:
+        if rows is None or start == ids.shape[1] or not self.share_prompts:
             return None
         if any(getattr(m, "gradient_checkpointing", False) is True for m in self.module.modules()):
             return None
@@ -76,6 +77,7 @@ class HFPolicy:
                           use_cache=True, logits_to_keep=1)
         cache = pre.past_key_values
         if not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
+            self.share_prompts = False
             return None
         cache.reorder_cache(rows)                                         # (U, ...) -> (B, ...), differentiable
         out = self.module(input_ids=ids[:, start:], attention_mask=mask.long(),

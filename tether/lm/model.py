@@ -265,19 +265,21 @@ class TinyLM(nn.Module):
         """Final norm + tied unembedding: (..., d) -> logits (..., V)."""
         return F.linear(F.rms_norm(h, (self.cfg.d_model,), self.norm, self.cfg.norm_eps), self.embed.weight)
 
+    def rope_at(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotary tables cos, sin (B, L, 1, Dh) at position ids pos (B, L), in the embeddings' dtype."""
+        dtype = self.embed.weight.dtype
+        return self.rope_cos[pos, None].to(dtype), self.rope_sin[pos, None].to(dtype)
+
     def hidden(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
         """Residual stream (B, L, d) before the final norm. `mask` (B, L) bool marks real tokens."""
         B, L = ids.shape
         if L > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {L} exceeds model max_seq_len={self.cfg.max_seq_len}")
         if mask is None or bool(mask.all()):
-            cos, sin, attn = self.rope_cos[:L, None, :], self.rope_sin[:L, None, :], None   # (L, 1, Dh)
+            cos, sin, attn = *self.rope_at(torch.arange(L)), None                           # (L, 1, Dh)
         else:
-            pos = positions_from_mask(mask)
-            cos, sin = self.rope_cos[pos][:, :, None, :], self.rope_sin[pos][:, :, None, :]  # (B, L, 1, Dh)
-            attn = attention_mask(mask)
-        x = self.embed(ids)
-        return (self._compiled_blocks or run_blocks)(self, x, cos.to(x.dtype), sin.to(x.dtype), attn)
+            (cos, sin), attn = self.rope_at(positions_from_mask(mask)), attention_mask(mask)  # (B, L, 1, Dh)
+        return (self._compiled_blocks or run_blocks)(self, self.embed(ids), cos, sin, attn)
 
     def compile_blocks(self) -> None:
         """Run the full-sequence blocks (training forward/backward, scoring) through `torch.compile`.
@@ -312,15 +314,12 @@ class TinyLM(nn.Module):
             return self(ids, mask, logits_from=start - 1)[:, :-1]
         if ids.shape[1] > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {ids.shape[1]} exceeds model max_seq_len={self.cfg.max_seq_len}")
-        pos = positions_from_mask(mask)                                                   # (B, L)
-        rope_c = self.rope_cos[pos[:, start:], None], self.rope_sin[pos[:, start:], None]  # (B, C, 1, Dh)
-        pos_p = positions_from_mask(p_mask)                                               # (U, P)
-        rope_p = self.rope_cos[pos_p, None], self.rope_sin[pos_p, None]
+        rope_p = self.rope_at(positions_from_mask(p_mask))                                 # (U, P, 1, Dh)
+        rope_c = self.rope_at(positions_from_mask(mask)[:, start:])                        # (B, C, 1, Dh)
         attn_p = None if bool(p_mask.all()) else attention_mask(p_mask)                   # (U, 1, P, P)
         attn_c = attention_mask(mask)[:, :, start:]                                       # (B, 1, C, L)
-        xp, xc = self.embed(p_ids), self.embed(ids[:, start:])
-        rope_p, rope_c = tuple(r.to(xp.dtype) for r in rope_p), tuple(r.to(xp.dtype) for r in rope_c)
-        xp, xc = (self._compiled_shared or run_shared_blocks)(self, xp, xc, rows, rope_p, rope_c, attn_p, attn_c)
+        xp, xc = (self._compiled_shared or run_shared_blocks)(self, self.embed(p_ids), self.embed(ids[:, start:]),
+                                                              rows, rope_p, rope_c, attn_p, attn_c)
         # position start-1 (each prompt's last token) predicts the first continuation token
         return self.head(torch.cat([xp[rows, -1:], xc[:, :-1]], 1))
 
@@ -331,11 +330,9 @@ class TinyLM(nn.Module):
         rows: (B,) index of the prompt each cache row starts from, when rows share prompts (GRPO's G samples
         per prompt): each distinct prompt is then run once and its keys/values copied. None: U = B, one each.
         """
-        pos = positions_from_mask(mask)
-        cos, sin = self.rope_cos[pos][:, :, None, :], self.rope_sin[pos][:, :, None, :]     # (U, P, 1, Dh)
+        cos, sin = self.rope_at(positions_from_mask(mask))                                # (U, P, 1, Dh)
         attn = None if bool(mask.all()) else attention_mask(mask)
         x = self.embed(ids)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for i, blk in enumerate(self.blocks):
             x, k, v = blk.prefill(x, cos, sin, attn)
             if rows is not None:
