@@ -11,13 +11,14 @@ Usage: python experiments/lm_speed_plot.py RESULTS.jsonl [MORE.jsonl ...] OUT.pn
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from tether.core.rundir import read_jsonl  # noqa: E402
 
 MODELS = {64: "(a) d=64", 128: "(b) d=128"}
 
@@ -26,11 +27,11 @@ def load(paths: list[Path]) -> list[dict]:
     """The benchmark lines of all files, the last one per (benchmark, model, dtype), in first-seen order."""
     latest = {}
     for path in paths:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(path)
         if not rows:
             raise ValueError(f"{path} holds no benchmark JSON lines")
         for r in rows:
-            latest[(r["bench"], r.get("hidden"), r.get("dtype"), r.get("bf16"), r.get("compile"))] = r
+            latest[(r["bench"], r.get("hidden"), r.get("dtype"), r.get("bf16"), r.get("compiled"))] = r
     return list(latest.values())
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from tether.lm.model import Block
 from tether.lm.sampler import PRECISIONS, RolloutEngine, _top_p_filter, sample_next
 from tether.lm.tokenizer import pad_left
 from tether.testing.lm import EOS, PAD, ragged_prompts, tiny_policy
@@ -164,17 +165,17 @@ def test_shared_prompts_are_prefilled_once_with_identical_results(monkeypatch):
     ids, mask = ids[order], mask[order]
     eng = RolloutEngine(logprobs="sampler")
     eng.sync_from(policy)
-    seen, prefill = [], type(eng.model).prefill
+    seen, block_prefill = [], Block.prefill
 
-    def counting_prefill(self, ids, mask, cache, rows=None):
-        seen.append(len(ids))
-        return prefill(self, ids, mask, cache, rows)
+    def counting_prefill(self, x, *args):
+        seen.append(len(x))
+        return block_prefill(self, x, *args)
 
-    monkeypatch.setattr(type(eng.model), "prefill", counting_prefill)
+    monkeypatch.setattr(Block, "prefill", counting_prefill)
     out = eng.generate(ids, mask, max_new_tokens=15, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         toks, lps, valid = naive_generate(policy.module.eval(), ids, mask, T=15, temperature=1.0, top_p=1.0,
                                           gen=torch.Generator().manual_seed(4))
-    assert seen == [4]
+    assert seen == [4, 4]                                 # 4 distinct prompts through each of the 2 blocks
     assert torch.equal(out.tokens, toks) and torch.equal(out.mask, valid)
     torch.testing.assert_close(out.logp, lps, atol=2e-6, rtol=0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tether.lm.model import ModelConfig, TinyLM, distinct_prompts
+from tether.lm.model import ModelConfig, TinyLM
 
 
 @dataclass
@@ -102,8 +102,7 @@ class CompiledStepper:
                              "is a Python side effect); set compile=False")
         self.fn, self.model, self.P = step_fn, model, ids.shape[1]
         self.cache = StaticKVCache.empty(model.cfg, ids.shape[0], self.P + max_new, dtype)
-        u_ids, u_mask, rows = distinct_prompts(ids, mask)      # a group's G rows share one prompt: run it once
-        self.first_logits = model.prefill(u_ids, u_mask, self.cache, rows)
+        self.first_logits = model.prefill(ids, mask, self.cache)     # each distinct prompt runs once
         self.next_pos = mask.sum(-1)                                                    # (B,)
 
     def __call__(self, tok: Tensor, t: int) -> Tensor:

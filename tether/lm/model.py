@@ -323,22 +323,22 @@ class TinyLM(nn.Module):
         # position start-1 (each prompt's last token) predicts the first continuation token
         return self.head(torch.cat([xp[rows, -1:], xc[:, :-1]], 1))
 
-    def prefill(self, ids: Tensor, mask: Tensor, cache, rows: Tensor | None = None) -> Tensor:
-        """Run the left-padded prompts (U, P) into `cache` (anything with store_prompt / mask_prompt, e.g.
-        `KVCache`); returns last-position logits (B, V).
+    def prefill(self, ids: Tensor, mask: Tensor, cache) -> Tensor:
+        """Run the left-padded prompts ids/mask (B, P) into `cache` (anything with store_prompt / mask_prompt,
+        e.g. `KVCache`); returns last-position logits (B, V).
 
-        rows: (B,) index of the prompt each cache row starts from, when rows share prompts (GRPO's G samples
-        per prompt): each distinct prompt is then run once and its keys/values copied. None: U = B, one each.
+        Rows that share a prompt (GRPO's G samples per prompt) run it once and get copies of its keys/values.
         """
-        cos, sin = self.rope_at(positions_from_mask(mask))                                # (U, P, 1, Dh)
-        attn = None if bool(mask.all()) else attention_mask(mask)
-        x = self.embed(ids)
+        u_ids, u_mask, rows = distinct_prompts(ids, mask)
+        cos, sin = self.rope_at(positions_from_mask(u_mask))                              # (U, P, 1, Dh)
+        attn = None if bool(u_mask.all()) else attention_mask(u_mask)
+        x = self.embed(u_ids)
         for i, blk in enumerate(self.blocks):
             x, k, v = blk.prefill(x, cos, sin, attn)
             if rows is not None:
                 k, v = k[rows], v[rows]
             cache.store_prompt(i, k, v)
-        cache.mask_prompt(mask if rows is None else mask[rows])
+        cache.mask_prompt(mask)
         logits = self.head(x[:, -1]).float()
         return logits if rows is None else logits[rows]
 

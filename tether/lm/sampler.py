@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from tether.core.registry import Registry
 from tether.lm.compiled import CompiledStepper, compile_step
-from tether.lm.model import KVCache, TinyLM, distinct_prompts, positions_from_mask
+from tether.lm.model import KVCache, TinyLM, positions_from_mask
 
 # In-place weight transforms applied to the engine's copy after every sync; returns the compute dtype.
 PRECISIONS: Registry[Callable[[nn.Module], torch.dtype]] = Registry("rollout precision")
@@ -224,8 +224,7 @@ class _NativeStepper:
     def __init__(self, model: TinyLM, ids: Tensor, mask: Tensor, max_new: int, dtype: torch.dtype) -> None:
         self.model, self.P = model, ids.shape[1]
         self.cache = KVCache.empty(model.cfg, ids.shape[0], self.P + max_new, dtype)
-        u_ids, u_mask, rows = distinct_prompts(ids, mask)      # a group's G rows share one prompt: run it once
-        self.first_logits = model.prefill(u_ids, u_mask, self.cache, rows)
+        self.first_logits = model.prefill(ids, mask, self.cache)     # each distinct prompt runs once
         self.next_pos = mask.sum(-1)                                                    # (B,)
 
     def __call__(self, tok: Tensor, t: int) -> Tensor:
