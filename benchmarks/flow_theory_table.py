@@ -14,14 +14,14 @@ import math
 
 import torch
 
-from tether.flow.analytic import (
+from tether.flow.sampler import euler_sample, memoryless_rollout
+from tether.flow.toy.analytic import (
     GaussianMixtureVelocity,
     gaussian_am_fixed_point,
     mmd_permutation_test,
     tilted_gaussian_kl,
     tilted_gaussian_shift,
 )
-from tether.flow.sampler import euler_sample, memoryless_rollout
 
 
 def main() -> None:

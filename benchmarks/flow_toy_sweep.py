@@ -13,7 +13,7 @@ from dataclasses import replace
 import torch
 
 from tether.flow.cli import toy_summary
-from tether.flow.toy import ToyConfig, run_toy_dict
+from tether.flow.toy.toy import ToyConfig, run_toy_dict
 
 SEEDS = (0, 1, 2)
 

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from tether.flow.toy import ToyConfig, run_toy_dict  # noqa: E402
+from tether.flow.toy.toy import ToyConfig, run_toy_dict  # noqa: E402
 
 
 def main() -> None:

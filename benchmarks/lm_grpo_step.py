@@ -8,7 +8,7 @@ Median over steps 3..N, wall and CPU time.
 
 tether variants (all in this process; every variant, TRL's included, runs twice in ABBA order and is averaged):
   tether         the HF model in the trainer (`HFPolicy`, engine on the exported weights), default config
-  native         the same weights loaded into TinyLM (identical math, see tests/lm/test_hf.py)
+  native         the same weights loaded into TinyLM (identical math, see tests/lm/model/test_hf.py)
   native_lp      native with rollout.logprobs=sampler: the engine returns its decode-loop log-probs instead
                  of recomputing them with one more full-sequence forward (the fp32 default, for DCMDP's
                  exact on-policy control); the trainer's own theta_old forward is unchanged
@@ -67,11 +67,12 @@ def plain_continuation_logits(self, ids, mask, start):
 def time_tether(args, native: bool, extra: dict | None = None, compile_blocks: bool = False,
                 share: bool = True, profile: bool = False) -> tuple[float, float] | tuple[float, float, float]:
     from tether.core.config import override
-    from tether.lm.grpo import GRPOTrainer, TrainConfig
-    from tether.lm.hf import hf_to_native
-    from tether.lm.model import TinyLM
-    from tether.lm.policy import TinyPolicy
-    from tether.lm.rewards import REWARDS
+    from tether.lm.grpo.config import TrainConfig
+    from tether.lm.grpo.rewards import REWARDS
+    from tether.lm.grpo.trainer import GRPOTrainer
+    from tether.lm.model.hf import hf_to_native
+    from tether.lm.model.policy import TinyPolicy
+    from tether.lm.model.tinylm import TinyLM
 
     if "bench_hash" not in REWARDS:
         REWARDS.register("bench_hash")(hash_reward)
@@ -110,9 +111,9 @@ def time_trl(args, gradient_checkpointing: bool) -> tuple[float, float]:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from tether.lm.hf import tiny_hf_model
-    from tether.lm.tasks import make_task
-    from tether.lm.tokenizer import CharTokenizer, to_hf_tokenizer
+    from tether.lm.grpo.tasks import make_task
+    from tether.lm.model.hf import tiny_hf_model
+    from tether.lm.model.tokenizer import CharTokenizer, to_hf_tokenizer
 
     tok = to_hf_tokenizer(CharTokenizer())
     model = tiny_hf_model("qwen2", vocab_size=len(tok), hidden=args.hidden, layers=args.layers, heads=args.heads,

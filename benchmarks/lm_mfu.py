@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="TinyLM.compile_blocks() (optim.compile); compiles in warm-up")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from tether.lm.model import ModelConfig, TinyLM
+    from tether.lm.model.tinylm import ModelConfig, TinyLM
 
     cfg = ModelConfig(vocab_size=32, d_model=args.d, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.heads,
                       d_ff=args.ff, max_seq_len=args.seq)
@@ -60,7 +60,7 @@ def main() -> None:
     tokens = args.batch * args.seq
     flops = tokens * (6 * n_matmul + 12 * args.layers * args.d * args.seq)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
-    from tether.lm.hf import tiny_hf_model  # the same architecture through transformers, for reference
+    from tether.lm.model.hf import tiny_hf_model  # the same architecture through transformers, for reference
     hf = tiny_hf_model("llama", vocab_size=cfg.vocab_size, hidden=args.d, layers=args.layers, heads=args.heads,
                        intermediate=args.ff, max_positions=args.seq).train()
     out = {"bench": "lm_mfu", "compiled": args.compile, "params": model.num_params(), "tokens_per_step": tokens, "gflop_per_step": flops / 1e9}

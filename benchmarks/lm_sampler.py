@@ -66,9 +66,9 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from tether.lm.hf import HFPolicy, tiny_hf_model
-    from tether.lm.sampler import RolloutEngine
-    from tether.lm.tokenizer import CharTokenizer, pad_left
+    from tether.lm.model.hf import HFPolicy, tiny_hf_model
+    from tether.lm.model.tokenizer import CharTokenizer, pad_left
+    from tether.lm.rollout.engine import RolloutEngine
 
     tok = CharTokenizer()
     model = tiny_hf_model("qwen2", vocab_size=tok.vocab_size, hidden=args.hidden, layers=args.layers,
@@ -79,7 +79,7 @@ def main() -> None:
     # "sampler": log-probs from the decode loop (like HF, which computes the same softmax while sampling);
     # "auto": the engine default, which in fp32 adds one full-sequence forward for trainer-exact log-probs
     engines = {name: RolloutEngine(precision=args.dtype, backend="native", logprobs=name) for name in ("sampler", "auto")}
-    # "compiled": the decode-loop log-probs with the torch.compile'd fixed-shape step (tether/lm/compiled.py)
+    # "compiled": the decode-loop log-probs with the torch.compile'd fixed-shape step (tether/lm/rollout/compiled.py)
     engines["compiled"] = RolloutEngine(precision=args.dtype, backend="native", logprobs="sampler", compile=True)
     for engine in engines.values():
         engine.sync_from(HFPolicy(model))

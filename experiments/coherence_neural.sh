@@ -16,8 +16,8 @@ neural() {  # `tether coherence neural ARGS`, or the same parse + run if the CLI
   else
     "$PY" -c 'import sys, torch; torch.set_num_threads(1)
 from tether.core.config import parse_args
-from tether.coherence.neural_cli import run_neural
-from tether.coherence.neural_train import NeuralConfig
+from tether.coherence.neural.cli import run_neural
+from tether.coherence.neural.train import NeuralConfig
 sys.exit(run_neural(parse_args(NeuralConfig, sys.argv[1:])))' "$@"
   fi
 }
@@ -37,7 +37,7 @@ import json, sys
 from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
-from tether.coherence.neural_cli import cost_axes, cost_curve, plot_neural
+from tether.coherence.neural.cli import cost_axes, cost_curve, plot_neural
 
 out, fig_dir = Path(sys.argv[1]), Path(sys.argv[2])
 load = lambda name, f: [json.loads(l) for l in (out / name / f).read_text().splitlines()]

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 torch.set_num_threads(1)
 from tether.coherence import envs, sample_trajectories, uniform_policy
-from tether.coherence.neural import SequenceModel, encode, fit
-from tether.coherence.neural_train import NeuralConfig, label, run
+from tether.coherence.neural.model import SequenceModel, encode, fit
+from tether.coherence.neural.train import NeuralConfig, label, run
 
 t0 = time.perf_counter()
 rows, agg = run(NeuralConfig(env="deep-mountain-race", depth=2, rounds=12, seed=3, seeds=6, rejection=False))

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from tether.lm.discrepancy import load_policy
-from tether.lm.evaluate import eval_problems, evaluate_split
-from tether.lm.sampler import RolloutEngine
-from tether.lm.tasks import make_task
-from tether.lm.tokenizer import CharTokenizer
+from tether.lm.dcmdp.mismatch import load_policy
+from tether.lm.grpo.evaluate import eval_problems, evaluate_split
+from tether.lm.grpo.tasks import make_task
+from tether.lm.model.tokenizer import CharTokenizer
+from tether.lm.rollout.engine import RolloutEngine
 
 
 def final_checkpoint(run_dir: Path) -> Path | None:

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from tether.cli import FAMILIES, main
+from tether.cli import main
+from tether.commands import FAMILIES, family_commands, top_commands
 
 
 def test_version_and_help_list_commands(capsys):
@@ -22,12 +23,11 @@ def test_console_script_runs():
 
 
 def test_every_subcommand_has_help_from_field_docs(capsys):
-    from tether.cli import _top_commands, family_commands
     from tether.core.config import field_docs, leaf_fields
 
-    commands = [([c.name], c) for c in _top_commands()]
+    commands = [([c.name], c) for c in top_commands()]
     for fam in FAMILIES:
-        commands += [([fam, c.name], c) for c in family_commands(fam) or []]
+        commands += [([fam, c.name], c) for c in family_commands(fam)]
     for argv, cmd in commands:
         assert main(argv + ["--help"]) == 0
         out = capsys.readouterr().out

@@ -1,60 +1,27 @@
 """The `tether` command: `tether <family> <command> [--field VALUE ...]`, `tether report`, `tether demo`.
 
-Families register commands in `tether/<family>/cli.py` (a `COMMANDS` list of `tether.core.cli.Command`);
-this module only dispatches. A family that has not landed yet is listed with what is coming.
-Set TETHER_DEBUG=1 to see tracebacks instead of one-line errors.
+Commands are found through `tether.commands` (families declare theirs in `tether/<family>/cli.py` as a
+`COMMANDS` list of `tether.core.cli.Command`); this module only dispatches. Listing commands imports no
+family, so `tether --help` answers at once. Set TETHER_DEBUG=1 to see tracebacks instead of one-line errors.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from tether import __version__
+from tether.commands import FAMILIES, TOP, family_commands, top_command
 from tether.core.cli import Command
 from tether.core.config import ConfigError, help_text, parse_args
-from tether.core.seeding import one_thread
-
-FAMILIES = {
-    "coherence": ("incoherence of goal-conditioned policies, exact and neural (arXiv:2510.06545)", "#3, #8"),
-    "lm": ("language-model RL: tiny models, KV-cached sampler, GRPO, DCMDP, intrinsic rewards", "#4, #6, #7"),
-    "flow": ("flow policies: BC, FQL, QAM, TRQAM (arXiv:2605.27079)", "#5"),
-}
-
-
-def _top_commands() -> list[Command]:
-    from tether.core.report import ReportConfig, run_report
-    from tether.demo import DemoConfig, run_demo
-    from tether.sweep import SweepConfig, run_sweep
-
-    return [Command("report", ReportConfig, run_report, "PNG learning curves + Markdown summary of run directories",
-                    positional="runs"),
-            Command("demo", DemoConfig, run_demo, "a ~5 minute tour of every family; writes runs/demo/report.md"),
-            Command("sweep", SweepConfig, run_sweep, "a grid of tether runs as Ray tasks; resumable, with a summary "
-                    "table (docs/sweep.md)", positional="specs")]
-
-
-def family_commands(family: str) -> list[Command] | None:
-    """The family's commands, or None if the family has not landed yet."""
-    try:
-        module = importlib.import_module(f"tether.{family}.cli")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith(f"tether.{family}"):
-            return None
-        raise
-    return list(module.COMMANDS)
 
 
 def _usage() -> str:
     lines = [f"tether {__version__}: stable RL fine-tuning of pretrained policies", "",
              "usage: tether <command> [...]   (tether <command> --help for details)", "", "commands:"]
-    for fam, (desc, issues) in FAMILIES.items():
-        status = "" if family_commands(fam) is not None else f" [coming: issues {issues}]"
-        lines.append(f"  {fam:<10} {desc}{status}")
-    for cmd in _top_commands():
-        lines.append(f"  {cmd.name:<10} {cmd.help}")
+    lines += [f"  {fam:<10} {desc}" for fam, desc in FAMILIES.items()]
+    lines += [f"  {name:<10} {entry[0]}" for name, entry in TOP.items()]
     return "\n".join(lines)
 
 
@@ -63,6 +30,9 @@ def _run(cmd: Command, argv: Sequence[str], prog: str) -> int:
         print(help_text(cmd.config, prog=prog, description=cmd.help, presets=cmd.presets, positional=cmd.positional))
         return 0
     cfg = parse_args(cmd.config, argv, presets=cmd.presets, positional=cmd.positional)
+    from tether.core.seeding import one_thread  # imports torch: only once a command really runs
+
+    one_thread()  # set OMP_NUM_THREADS to choose another count
     return cmd.run(cfg) or 0
 
 
@@ -74,18 +44,14 @@ def _dispatch(argv: list[str]) -> int:
         print(f"tether {__version__}")
         return 0
     head, rest = argv[0], argv[1:]
-    top = {c.name: c for c in _top_commands()}
-    if head in top:
-        return _run(top[head], rest, f"tether {head}")
+    if head in TOP:
+        return _run(top_command(head), rest, f"tether {head}")
     if head not in FAMILIES:
-        raise ConfigError(f"unknown command {head!r}; expected one of {list(FAMILIES) + list(top)}")
+        raise ConfigError(f"unknown command {head!r}; expected one of {list(FAMILIES) + list(TOP)}")
     commands = family_commands(head)
-    if commands is None:
-        print(f"tether {head}: not available yet (coming in issues {FAMILIES[head][1]})")
-        return 0 if not rest or rest[0] in ("-h", "--help") else 2
     by_name = {c.name: c for c in commands}
     if not rest or rest[0] in ("-h", "--help"):
-        print(f"usage: tether {head} <command> [--field VALUE ...]\n\n{FAMILIES[head][0]}\n\ncommands:")
+        print(f"usage: tether {head} <command> [--field VALUE ...]\n\n{FAMILIES[head]}\n\ncommands:")
         for c in commands:
             print(f"  {c.name:<14} {c.help}")
         return 0
@@ -96,7 +62,6 @@ def _dispatch(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    one_thread()  # set OMP_NUM_THREADS to choose another count
     try:
         return _dispatch(argv)
     except BrokenPipeError:  # `tether ... | head` closed the pipe: not an error

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tether.commands import find
 from tether.core.checkpoint import latest_checkpoint
 from tether.core.cli import Command
 from tether.core.config import ConfigError, check, leaf_fields, parse_args
@@ -105,20 +106,10 @@ class Sweep:
 
 
 def resolve_command(command: str) -> Command:
-    """The `Command` behind "family name" (or a top-level name), found the way the `tether` CLI finds it."""
-    from tether import cli  # lazy: tether.cli imports this module to register `sweep`
-
-    words = command.split()
-    top = {c.name: c for c in cli._top_commands() if c.name != "sweep"}
-    if len(words) == 1 and words[0] in top:
-        return top[words[0]]
-    family = words[0] if words and words[0] in cli.FAMILIES else None
-    by_name = {c.name: c for c in (cli.family_commands(family) or [])} if family else {}
-    if len(words) == 2 and words[1] in by_name:
-        return by_name[words[1]]
-    allowed = [f"{family} {n}" for n in by_name] if by_name else \
-        [f"{fam} <command>" for fam in cli.FAMILIES] + sorted(top)
-    raise ConfigError(f"command {command!r} does not exist; expected one of {allowed}")
+    """The `Command` behind "family name" (or a top-level name other than `sweep`), as the `tether` CLI finds it."""
+    if command.strip() == "sweep":
+        raise ConfigError("command 'sweep' does not exist for a sweep (sweeps do not nest); expected a family command, 'report' or 'demo'")
+    return find(command)
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

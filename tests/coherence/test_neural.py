@@ -1,4 +1,4 @@
-"""Tests of the neural coherence model (tether.coherence.neural, neural_train, neural_cli)."""
+"""Tests of the neural coherence model (tether.coherence.neural.model, neural_train, neural_cli)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tether.coherence import envs, expected_return, occupancy, sample_trajectories, uniform_policy
-from tether.coherence.neural import (
+from tether.coherence.neural.cli import cost_curve, plot_run_dir, run_neural
+from tether.coherence.neural.model import (
     NULL,
     SequenceModel,
     all_paths,
@@ -19,8 +20,7 @@ from tether.coherence.neural import (
     read_policy,
     sequence_nll,
 )
-from tether.coherence.neural_cli import cost_curve, plot_run_dir, run_neural
-from tether.coherence.neural_train import NeuralConfig, behaviour_prior, label, occupancy_tv, run
+from tether.coherence.neural.train import NeuralConfig, behaviour_prior, label, occupancy_tv, run
 
 
 @pytest.mark.parametrize("arch", ["gru", "transformer"])

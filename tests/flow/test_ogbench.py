@@ -12,8 +12,8 @@ import torch
 pytest.importorskip("ogbench")
 
 from tether.cli import main  # noqa: E402
-from tether.flow import ogbench_data as od  # noqa: E402
-from tether.flow.ogbench_env import ParallelEvaluator, Task, load_buffer  # noqa: E402
+from tether.flow.ogbench import data as od  # noqa: E402
+from tether.flow.ogbench.env import ParallelEvaluator, Task, load_buffer  # noqa: E402
 from tether.testing.docs import undocumented  # noqa: E402
 
 SPEC = od.DataSpec("scene-play", episodes=2, seed=0, episodes_per_shard=1, episode_steps=120)

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from tether.flow.analytic import GaussianMixtureVelocity, mmd_permutation_test
 from tether.flow.nets import VelocityField
 from tether.flow.sampler import euler_sample, lean_adjoint, memoryless_g2, memoryless_rollout, time_grid
+from tether.flow.toy.analytic import GaussianMixtureVelocity, mmd_permutation_test
 
 OBS0 = torch.zeros(1, 0)
 

@@ -12,16 +12,16 @@ import torch
 from torch import nn
 
 from tether.flow.agent import AgentConfig
-from tether.flow.analytic import (
+from tether.flow.data import ChunkBatch
+from tether.flow.nets import VelocityField
+from tether.flow.sampler import euler_sample
+from tether.flow.toy.analytic import (
     gaussian_am_fixed_point,
     gaussian_velocity,
     optimal_lambda,
     tilted_gaussian_kl,
     tilted_gaussian_shift,
 )
-from tether.flow.data import ChunkBatch
-from tether.flow.nets import VelocityField
-from tether.flow.sampler import euler_sample
 from tether.flow.trqam import TRQAMAgent, TRQAMConfig
 
 S, C = 0.2, torch.tensor([3.0, 1.5])

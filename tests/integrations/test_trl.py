@@ -35,8 +35,8 @@ def test_text_rewards_run_in_a_plain_trl_grpo_trainer(tmp_path):
     from trl import GRPOConfig, GRPOTrainer
 
     from tether.integrations.trl import TetherReward
-    from tether.lm.hf import tiny_hf_model
-    from tether.lm.tokenizer import CharTokenizer, to_hf_tokenizer
+    from tether.lm.model.hf import tiny_hf_model
+    from tether.lm.model.tokenizer import CharTokenizer, to_hf_tokenizer
 
     tok = CharTokenizer()
     ds = Dataset.from_dict({"prompt": ["S1,2?", "S3,4,5?"] * 4, "answer": [3, 12] * 4})

@@ -38,7 +38,8 @@ def test_demo_section_writes_figures(tmp_path):
 
 def test_smoke_preset_from_the_shipped_base(tmp_path):
     from tether.core.rundir import read_jsonl
-    from tether.lm.grpo import PRESETS, TrainConfig, train
+    from tether.lm.cli import train
+    from tether.lm.grpo.config import PRESETS, TrainConfig
     from tether.testing.docs import undocumented
 
     cfg = parse_args(TrainConfig, ["--preset", "smoke", "--run.dir", str(tmp_path / "run")], presets=PRESETS)

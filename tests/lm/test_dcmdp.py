@@ -7,9 +7,10 @@ import torch
 
 from tether.core.config import override
 from tether.core.rundir import RunDir, read_jsonl
-from tether.lm.corrections import CORRECTIONS
-from tether.lm.grpo import GRPOTrainer, smoke
-from tether.lm.moe import MoEMLP, route_flip_frac
+from tether.lm.grpo.config import smoke
+from tether.lm.grpo.corrections import CORRECTIONS
+from tether.lm.grpo.trainer import GRPOTrainer
+from tether.lm.model.moe import MoEMLP, route_flip_frac
 from tether.testing.docs import undocumented
 
 

@@ -4,10 +4,10 @@ import random
 import torch
 
 from tether.core.config import override
-from tether.lm.build import ModelSpec, build_policy
+from tether.lm.grpo.tasks import make_task, parse_answer
+from tether.lm.model.build import ModelSpec, build_policy
+from tether.lm.model.tokenizer import CharTokenizer
 from tether.lm.pretrain import PretrainConfig, corpus_batch, lr_at, pretrain
-from tether.lm.tasks import make_task, parse_answer
-from tether.lm.tokenizer import CharTokenizer
 
 
 def test_corpus_batch_layout():

@@ -16,7 +16,7 @@ from tether.coherence.incoherence import (
 )
 from tether.coherence.mdp import LayeredMDP, check_policy, random_policy, uniform_policy, unroll
 from tether.coherence.operators import fold, folded_log_q, retrain, retrain_sequence, tempered
-from tether.coherence.stability import policy_stability
+from tether.coherence.policy_stability import policy_stability
 from tether.coherence.trajectories import (
     Trajectories,
     enumerate_trajectories,

@@ -20,7 +20,7 @@ import numpy as np
 from tether.coherence import envs
 from tether.coherence.incoherence import incoherence
 from tether.coherence.mdp import LayeredMDP, uniform_policy
-from tether.coherence.neural_cli import NEURAL_COMMANDS, _finite, neural_demo_section, plot_run_dir
+from tether.coherence.neural.cli import NEURAL_COMMANDS, _finite, neural_demo_section, plot_run_dir
 from tether.coherence.operators import retrain_sequence, tempered
 from tether.coherence.values import expected_return, success_probability
 from tether.core.cli import Command

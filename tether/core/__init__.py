@@ -1,27 +1,54 @@
-"""tether.core: the math and plumbing every family shares (torch + stdlib + numpy only; no family imports)."""
+"""tether.core: the math and plumbing every family shares (torch + stdlib + numpy only; no family imports).
 
-from tether.core.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from tether.core.config import ConfigError, check, from_dict, override, parse_args, to_dict
-from tether.core.duals import Dual, DualState
-from tether.core.kl import kl_categorical, kl_estimate, kl_k1, kl_k2, kl_k3
-from tether.core.masked import aggregate, masked_mean, masked_sum, masked_var, masked_whiten
-from tether.core.metrics import Metrics
-from tether.core.registry import Registry
-from tether.core.rundir import RunConfig, RunDir
-from tether.core.seeding import generator, seed_everything
-from tether.core.stability import NonFiniteError, NonFiniteGuard, clip_grad_norm
-from tether.core.timing import Timer
+The public names below load on first access, so importing one light module (`tether.core.config`,
+`tether.core.cli`) does not import torch: `tether --help` stays fast.
+"""
 
-__all__ = [
-    "ConfigError", "Dual", "DualState", "Metrics", "NonFiniteError", "NonFiniteGuard", "Registry", "RunConfig", "RunDir", "Timer",
-    "aggregate", "check", "clip_grad_norm", "from_dict", "generator", "kl_categorical", "kl_estimate", "kl_k1",
-    "kl_k2", "kl_k3", "latest_checkpoint", "load_checkpoint", "masked_mean", "masked_sum", "masked_var",
-    "masked_whiten", "override", "parse_args", "rng_state", "save_checkpoint", "seed_everything", "set_rng_state",
-    "to_dict",
-]
+import importlib
+
+_PUBLIC = {
+    "ConfigError": "tether.core.config",
+    "Dual": "tether.core.duals",
+    "DualState": "tether.core.duals",
+    "Metrics": "tether.core.metrics",
+    "NonFiniteError": "tether.core.stability",
+    "NonFiniteGuard": "tether.core.stability",
+    "Registry": "tether.core.registry",
+    "RunConfig": "tether.core.rundir",
+    "RunDir": "tether.core.rundir",
+    "Timer": "tether.core.timing",
+    "aggregate": "tether.core.masked",
+    "check": "tether.core.config",
+    "clip_grad_norm": "tether.core.stability",
+    "from_dict": "tether.core.config",
+    "generator": "tether.core.seeding",
+    "kl_categorical": "tether.core.kl",
+    "kl_estimate": "tether.core.kl",
+    "kl_k1": "tether.core.kl",
+    "kl_k2": "tether.core.kl",
+    "kl_k3": "tether.core.kl",
+    "latest_checkpoint": "tether.core.checkpoint",
+    "load_checkpoint": "tether.core.checkpoint",
+    "masked_mean": "tether.core.masked",
+    "masked_sum": "tether.core.masked",
+    "masked_var": "tether.core.masked",
+    "masked_whiten": "tether.core.masked",
+    "override": "tether.core.config",
+    "parse_args": "tether.core.config",
+    "rng_state": "tether.core.checkpoint",
+    "save_checkpoint": "tether.core.checkpoint",
+    "seed_everything": "tether.core.seeding",
+    "set_rng_state": "tether.core.checkpoint",
+    "to_dict": "tether.core.config",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'tether.core' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tether.core.cli import Command
 from tether.core.config import check
-from tether.flow.ogbench_data import DataSpec, generate, validate_env
-from tether.flow.ogbench_train import PRESETS, OGBenchConfig, run_train
-from tether.flow.plots import plot_samples, plot_sweep
-from tether.flow.toy import ToyConfig, run_toy_dict
+from tether.flow.ogbench.data import DataSpec, generate, validate_env
+from tether.flow.ogbench.train import PRESETS, OGBenchConfig, run_train
+from tether.flow.toy.plots import plot_samples, plot_sweep
+from tether.flow.toy.toy import ToyConfig, run_toy_dict
 
 REPORT_KEYS = ("method", "realised_kl", "lambda", "true_reward", "believed_q", "on_support")
 

@@ -1,6 +1,8 @@
-"""`tether lm ...` commands (train, pretrain, eval) and the LM section of `tether demo`.
+"""`tether lm ...` commands and the LM section of `tether demo`.
 
-Each command is parse -> config -> run; the work lives in grpo.py, pretrain.py and evaluate.py.
+`train`, `pretrain` and `eval` are here (parse -> config -> run; the work lives in `grpo/trainer.py`,
+`pretrain.py` and `grpo/evaluate.py`); `mismatch` comes from `dcmdp/cli.py`, `prior-check` and `lens` from
+`intrinsic/cli.py`.
 """
 
 from __future__ import annotations
@@ -10,28 +12,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tether.lm.builtins  # noqa: F401  (registers the intrinsic rewards and the mismatch corrections)
 from tether.core.cli import Command
 from tether.core.config import check
+from tether.core.plots import plot_curves
+from tether.core.rundir import RunConfig, RunDir
 from tether.core.seeding import one_thread
-from tether.lm.build import ModelSpec, build_policy
-from tether.lm.discrepancy import MismatchConfig, dcmdp_demo_section, run_mismatch
-from tether.lm.evaluate import eval_problems, evaluate_split
-from tether.lm.grpo import (
-    PRESETS,
-    AlgoSpec,
-    EvalSpec,
-    OptimSpec,
-    RolloutSpec,
-    TaskSpec,
-    TrainConfig,
-    train,
-)
-from tether.lm.intrinsic_cli import INTRINSIC_COMMANDS, intrinsic_demo_section
+from tether.lm.dcmdp.cli import DCMDP_COMMANDS, dcmdp_demo_section
+from tether.lm.grpo.config import PRESETS, AlgoSpec, EvalSpec, OptimSpec, RolloutSpec, TaskSpec, TrainConfig
+from tether.lm.grpo.evaluate import eval_problems, evaluate_split
+from tether.lm.grpo.tasks import make_task
+from tether.lm.grpo.trainer import GRPOTrainer
+from tether.lm.intrinsic.cli import INTRINSIC_COMMANDS, intrinsic_demo_section
+from tether.lm.model.build import ModelSpec, build_policy, resolve_path
+from tether.lm.model.tokenizer import CharTokenizer
 from tether.lm.pretrain import PretrainConfig
 from tether.lm.pretrain import run as run_pretrain
-from tether.lm.sampler import PRECISIONS, RolloutEngine
-from tether.lm.tasks import make_task
-from tether.lm.tokenizer import CharTokenizer
+from tether.lm.rollout.engine import PRECISIONS, RolloutEngine
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class EvalConfig:
     splits: tuple[str, ...] = ("heldout", "ood")
     """Splits to evaluate."""
     precision: str = "fp32"
-    """Rollout engine precision (tether.lm.sampler.PRECISIONS)."""
+    """Rollout engine precision (tether.lm.rollout.engine.PRECISIONS)."""
     seed: int = 1234
     """Seed of the problems and of the sampling noise."""
 
@@ -75,24 +72,33 @@ def run_eval(cfg: EvalConfig) -> int:
     return 0
 
 
+def train(cfg: TrainConfig) -> int:
+    """`tether lm train`: build the run directory and the trainer, then fit."""
+    one_thread()
+    run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/lm/train-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"run dir: {run.path}", flush=True)
+    trainer = GRPOTrainer(cfg, run)
+    if cfg.run.resume:
+        trainer.resume()
+    final = trainer.fit()
+    print(" ".join(f"{k}={v:.3f}" for k, v in final.items()), flush=True)
+    run.close()
+    return 0
+
+
 COMMANDS = [
     Command("train", TrainConfig, train, "GRPO on a synthetic reasoning task (TinyLM or a Hugging Face model)",
             presets=PRESETS),
     Command("pretrain", PretrainConfig, run_pretrain,
             "supervised base model with a controllable logical prior (steps, error rate, alignment)"),
     Command("eval", EvalConfig, run_eval, "greedy accuracy, pass@k and maj@k of a model on held-out and OOD splits"),
-    Command("mismatch", MismatchConfig, run_mismatch,
-            "train/inference discrepancy of a checkpoint at every rollout-engine precision (DCMDP's metrics)"),
+    *DCMDP_COMMANDS,
     *INTRINSIC_COMMANDS,
 ]
 
 
 def demo_section(out_dir: Path) -> str:
     """~60 s on one core: GT-reward GRPO of the shipped medium base (the gsm-tiny recipe, 60 steps)."""
-    from tether.core.plots import plot_curves
-    from tether.core.rundir import RunConfig
-    from tether.lm.build import resolve_path
-
     out_dir = Path(out_dir)
     try:
         resolve_path("base:medium")
@@ -105,8 +111,6 @@ def demo_section(out_dir: Path) -> str:
                       eval=EvalSpec(every=20, n_prompts=128, k=4, splits=("heldout",)),
                       run=RunConfig(dir=str(run_dir)), task=TaskSpec())
     t0 = time.perf_counter()
-    from tether.core.rundir import RunDir
-    from tether.lm.grpo import GRPOTrainer
     run = RunDir.create(run_dir, cfg, seed=0, overwrite=True)
     trainer = GRPOTrainer(cfg, run)
     last = trainer.fit()

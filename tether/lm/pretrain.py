@@ -23,11 +23,11 @@ from tether.core.config import check, to_dict
 from tether.core.masked import masked_mean
 from tether.core.progress import progress
 from tether.core.seeding import derive_seed, seed_everything
-from tether.lm.build import ModelSpec, build_policy
-from tether.lm.evaluate import eval_problems, evaluate_split
-from tether.lm.sampler import RolloutEngine
-from tether.lm.tasks import TASKS, make_task
-from tether.lm.tokenizer import CharTokenizer, pad_left
+from tether.lm.grpo.evaluate import eval_problems, evaluate_split
+from tether.lm.grpo.tasks import TASKS, make_task
+from tether.lm.model.build import ModelSpec, build_policy
+from tether.lm.model.tokenizer import CharTokenizer, pad_left
+from tether.lm.rollout.engine import RolloutEngine
 
 
 @dataclass(frozen=True)

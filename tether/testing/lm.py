@@ -6,11 +6,11 @@ import torch
 from torch import Tensor
 
 from tether.core.config import override
-from tether.lm.grpo import TrainConfig, smoke
-from tether.lm.model import ModelConfig, TinyLM
-from tether.lm.policy import TinyPolicy
-from tether.lm.rewards import REWARDS
-from tether.lm.tokenizer import pad_left
+from tether.lm.grpo.config import TrainConfig, smoke
+from tether.lm.grpo.rewards import REWARDS
+from tether.lm.model.policy import TinyPolicy
+from tether.lm.model.tinylm import ModelConfig, TinyLM
+from tether.lm.model.tokenizer import pad_left
 
 EOS, PAD = 1, 0
 

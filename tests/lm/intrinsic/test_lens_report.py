@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+
+from tether.core.config import ConfigError, parse_args
+from tether.lm.intrinsic.lens_report import LensConfig, analyse, early_warning, run_lens, trailing_mean
+from tether.testing.docs import undocumented
+
+
+def fake_run(path, reward, seed, *, escape: bool, steps: int = 40):
+    """A run whose (entropy, length, reward) jitter around their start, or drift away after step 15 while its
+    held-out accuracy falls (constraint relaxation: length and entropy escape)."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model": {"path": "base:x"}, "algo": {"reward": reward},
+                                                  "run": {"seed": seed}}))
+    rows = []
+    for t in range(1, steps + 1):
+        drift = max(0, t - 15) * (0.5 if escape else 0.0)
+        rows.append({"step": t, "rollout/entropy": 0.2 + 0.01 * rng.standard_normal() + 0.02 * drift,
+                     "rollout/len_mean": 20 * np.exp(0.02 * rng.standard_normal() + 0.05 * drift),
+                     "reward/mean": 0.5 + 0.02 * rng.standard_normal() + 0.05 * drift})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = [{"step": s, "eval/heldout/sample_acc": 0.5 - (0.3 * (s >= 30) if escape else 0.0)}
+             for s in range(0, steps + 1, 10)]
+    (path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    ok = [fake_run(tmp_path / f"ok{s}", "correct", s, escape=False) for s in range(4)]
+    bad = [fake_run(tmp_path / f"bad{s}", "cp", s, escape=True) for s in range(3)]
+    return ok, bad
+
+
+def test_trailing_mean_is_causal():
+    x = np.array([[0.0], [2.0], [4.0], [6.0]])
+    assert trailing_mean(x, 2)[:, 0].tolist() == [0.0, 1.0, 3.0, 5.0]
+    assert trailing_mean(x, 1)[:, 0].tolist() == x[:, 0].tolist()
+
+
+def test_escaping_runs_leave_the_reference_envelope_and_are_flagged_early(runs, tmp_path):
+    ok, bad = runs
+    cfg = LensConfig(run_dirs=tuple(map(str, ok + bad)), reference=tuple(map(str, ok[:2])), out=str(tmp_path / "o"),
+                     predict_at=(25, 40))
+    res = analyse(cfg)
+    inside = {r.name: r.inside_late() for r in res}
+    assert [r.reference for r in res] == [True, True] + [False] * 5
+    assert all(inside[f"x/correct/s{s}"] >= 0.5 for s in range(4))
+    assert all(inside[f"x/cp/s{s}"] < 0.5 for s in range(3))
+    assert len({r.cluster for r in res if "cp" in r.name}) == 1   # the drifting entropy curves cluster together
+    ew = early_warning(res, cfg)   # reference runs are left out: 2 successes, 3 failures
+    assert ew["runs_with_eval"] == 5 and ew["failed"] == 3 and ew["auroc_escape@25"] == 1.0
+    assert ew["auroc_dtw@25"] == 1.0 and ew["auroc_outside@40"] == 1.0  # one healthy run dips out for a while
+    assert ew["lead_median"] > 0   # the lens alarms before the accuracy drop at step 30
+
+
+def test_lens_command_writes_figures_jsonl_and_prints_classification(runs, tmp_path, capsys):
+    ok, bad = runs
+    argv = [*map(str, ok + bad), "--out", str(tmp_path / "o"), "--reference", ",".join(map(str, ok)), "--json"]
+    cfg = parse_args(LensConfig, argv, positional="run_dirs")
+    assert run_lens(cfg) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    summary = lines[-1]
+    assert sorted(summary["enveloped"]) == [f"x/correct/s{s}" for s in range(4)]
+    for name in ("lens_phase.png", "lens_dtw.png", "lens_metrics.png"):
+        f = tmp_path / "o" / name
+        assert f.exists() and f.stat().st_size < 150_000
+    keys = {k for line in (tmp_path / "o" / "lens.jsonl").read_text().splitlines() for k in json.loads(line)
+            if "/" in k}
+    assert keys and undocumented(keys) == []
+
+
+def test_label_free_envelope_and_validation(runs, tmp_path):
+    ok, _ = runs
+    res = analyse(LensConfig(run_dirs=(str(ok[0]),), out=str(tmp_path)))   # own first steps, one run
+    assert res[0].metrics["inside_frac"][:5].min() == 1.0   # the first points define the envelope
+    with pytest.raises(ConfigError, match="run_dirs"):
+        analyse(LensConfig(run_dirs=()))
+    with pytest.raises(ConfigError, match="w0"):
+        LensConfig(run_dirs=("a",), w0=2)

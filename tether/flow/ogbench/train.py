@@ -1,0 +1,210 @@
+"""`tether flow train`: the TRQAM paper's pipeline on one OGBench task (arXiv:2605.27079, brief §2.6, §4, §5).
+
+1. BC pretraining of the flow on the task's dataset, cached in `bc_dir` per (dataset, seed, network, steps):
+   every method of a sweep loads the same checkpoint into its slow/reference and fine-tuned flows.
+2. Offline fine-tuning with the chosen method (bc = keep training the BC flow; fql; qam; trqam).
+3. The online phase: env interaction with the policy's open-loop chunks, the replay buffer initialised with
+   the dataset, uniform sampling, the same update (UTD 1).
+Evaluations (50 episodes, parallel env copies) at step 0, every `eval_every`, at the offline/online switch
+and at the end; `summary.json` reports offline and offline-to-online success separately.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from tether.core.checkpoint import load_checkpoint, save_checkpoint
+from tether.core.config import check
+from tether.core.progress import progress
+from tether.core.registry import Registry
+from tether.core.rundir import RunConfig, RunDir, read_jsonl, write_json_atomic
+from tether.core.seeding import generator
+from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
+from tether.flow.data import ReplayBuffer
+from tether.flow.fql import FQLAgent, FQLConfig
+from tether.flow.ogbench.data import sha256
+from tether.flow.ogbench.env import OGBenchEnv, ParallelEvaluator, Reward, Task, load_buffer
+from tether.flow.qam import QAMAgent, QAMConfig
+from tether.flow.train import TrainConfig, fit
+from tether.flow.trqam import TRQAMAgent, TRQAMConfig
+
+Method = Literal["bc", "fql", "qam", "trqam"]
+
+
+@dataclass(frozen=True)
+class OGBenchConfig:
+    """`tether flow train`: BC pretraining (cached), offline fine-tuning and online RL on one OGBench task."""
+
+    task: str = "scene-play-singletask-task2-v0"
+    """OGBench single-task name '<domain>-<dataset>-singletask-task<1..5>-v0'."""
+    method: Method = "trqam"
+    """bc (the pretrained flow, BC continued), fql, qam or trqam."""
+    data_dir: str = "data/ogbench"
+    """Directory holding '<domain>-<dataset>-v0.npz' and '-val.npz' (from `tether flow data` or OGBench)."""
+    reward: Reward = "sparse"
+    """'sparse' = -1[not all subtasks done] (QAM's choice for scene/puzzle); 'dense' = OGBench's subtask count."""
+    beta: float = 1.0
+    """QAM inverse temperature (paper: scene 1, puzzle-3x3 3, cube-double 1)."""
+    alpha: float = 300.0
+    """FQL distillation coefficient (paper: 300 for scene, cube, puzzle-3x3)."""
+    kl_budget: float = 1.0
+    """TRQAM path-KL budget eps per executed action (paper default 1)."""
+    lam_scale: float = 3.0
+    """TRQAM lambda_eff = lam_scale * lambda (paper: 3)."""
+    bc_steps: int = 300_000
+    """BC pretraining updates (paper 300K); 0 = start from a randomly initialised flow."""
+    bc_dir: str = "runs/bc"
+    """Cache of BC checkpoints shared by every method and run (keyed by dataset, seed, network, steps)."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """Networks and optimisation (paper: 4x512, N_Q = 10, K = 10, H = 5)."""
+    schedule: TrainConfig = field(default_factory=lambda: TrainConfig(
+        offline_steps=1_000_000, online_steps=500_000, batch_size=256, eval_every=50_000, eval_episodes=50))
+    """Offline/online steps, batch, evaluation cadence (paper: 1M + 500K, eval every 50K with 50 episodes)."""
+    eval_workers: int = 2
+    """Processes stepping the evaluation env copies."""
+    eval_envs: int = 10
+    """Env copies per evaluation process (episodes run in waves; a scene env holds ~175 MB)."""
+    max_episode_steps: int = 0
+    """Episode time limit of the evaluation and online envs; 0 = OGBench's (scene 750, puzzle/cube-double 500)."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Run directory, seed, logging and checkpoint cadence."""
+
+    def __post_init__(self) -> None:
+        Task.parse(self.task)  # raises naming the bad task name
+        check(self.method in METHODS, "method", self.method, METHODS.names())
+        check(self.reward in ("sparse", "dense"), "reward", self.reward, "'sparse' or 'dense'")
+        check(self.bc_steps >= 0, "bc_steps", self.bc_steps, ">= 0")
+        check(self.eval_workers >= 1 and self.eval_envs >= 1, "eval_workers/eval_envs",
+              (self.eval_workers, self.eval_envs), ">= 1")
+        check(self.max_episode_steps >= 0, "max_episode_steps", self.max_episode_steps, ">= 0")
+
+
+METHODS: Registry[Callable[[OGBenchConfig, int, int], FlowAgent]] = Registry("method")
+
+
+@METHODS.register("bc")
+def _bc(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
+    return BCAgent(cfg.agent, obs_dim, act_dim, seed=cfg.run.seed)
+
+
+@METHODS.register("fql")
+def _fql(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
+    return FQLAgent(FQLConfig(agent=cfg.agent, alpha=cfg.alpha), obs_dim, act_dim, seed=cfg.run.seed)
+
+
+@METHODS.register("qam")
+def _qam(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
+    return QAMAgent(QAMConfig(agent=cfg.agent, beta=cfg.beta), obs_dim, act_dim, seed=cfg.run.seed)
+
+
+@METHODS.register("trqam")
+def _trqam(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
+    tc = TRQAMConfig(agent=cfg.agent, kl_budget=cfg.kl_budget, lam_scale=cfg.lam_scale)
+    return TRQAMAgent(tc, obs_dim, act_dim, seed=cfg.run.seed)
+
+
+def dataset_digest(path: Path) -> str:
+    """sha256 of the dataset file (from its manifest when `tether flow data` wrote one)."""
+    manifest = path.parent / "manifest.json"
+    if manifest.exists():
+        files = json.loads(manifest.read_text()).get("files", {})
+        if path.name in files:
+            return files[path.name]["sha256"]
+    return sha256(path)
+
+
+def bc_key(cfg: OGBenchConfig, digest: str) -> str:
+    a = cfg.agent
+    net = f"h{a.horizon}-w{'x'.join(map(str, a.hidden))}-ln{int(a.actor_layer_norm)}-k{a.flow_steps}"
+    return f"{Task.parse(cfg.task).dataset}-{digest[:12]}-{net}-b{cfg.schedule.batch_size}-n{cfg.bc_steps}-s{cfg.run.seed}"
+
+
+def pretrained_bc(cfg: OGBenchConfig, buffer: ReplayBuffer, digest: str) -> dict[str, torch.Tensor]:
+    """The cached BC flow for this config, training it first if absent. A file lock makes concurrent runs of
+    a sweep wait for one pretraining instead of repeating it; the checkpoint is written atomically."""
+    path = Path(cfg.bc_dir) / bc_key(cfg, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "state.pt").exists():
+            agent = BCAgent(cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed)
+            gen = generator(cfg.run.seed, "bc")
+            start, losses = time.perf_counter(), []
+            with progress(cfg.bc_steps, "BC pretraining") as bar:
+                for _ in range(cfg.bc_steps):
+                    m = agent.update(buffer.sample(cfg.schedule.batch_size, cfg.agent.horizon, cfg.agent.discount, gen))
+                    losses.append(m["loss/bc"])
+                    bar.update(1)
+            tail = float(torch.stack(losses[-100:]).mean()) if losses else float("nan")
+            save_checkpoint(path, {"velocity": agent.slow.state_dict()},
+                            meta={"key": path.name, "bc_loss_last100": tail, "seconds": time.perf_counter() - start})
+    return load_checkpoint(path)["velocity"]
+
+
+def summarize(run: RunDir, offline_steps: int, seconds: float) -> dict:
+    """Offline success (eval at the switch) and offline-to-online success (last eval), written to summary.json."""
+    rows = read_jsonl(run.path / "eval.jsonl")
+    at = {r["step"]: r.get("eval/success") for r in rows}
+    out = {"success_start": at.get(0), "success_offline": at.get(offline_steps),
+           "success_final": rows[-1].get("eval/success") if rows else None, "seconds": round(seconds, 1)}
+    write_json_atomic(run.path / "summary.json", out)
+    return out
+
+
+def run_train(cfg: OGBenchConfig) -> int:
+    task = Task.parse(cfg.task)
+    data_file = task.dataset_file(cfg.data_dir)  # clear error before any work
+    start = time.perf_counter()
+    run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
+    buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=cfg.schedule.online_steps)
+    agent = METHODS.get(cfg.method)(cfg, buffer.obs.shape[1], buffer.actions.shape[1])
+    if cfg.bc_steps and not cfg.run.resume:
+        agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))
+    s = cfg.schedule
+    eval_seed = 10_000 + cfg.run.seed
+    with ParallelEvaluator(task, episodes=s.eval_episodes, workers=cfg.eval_workers, max_steps=cfg.max_episode_steps,
+                           envs_per_worker=cfg.eval_envs) as ev, \
+            progress(s.offline_steps + s.online_steps, f"{cfg.method} {task.name}") as bar:
+        done = [0]
+
+        def on_step(step: int, m: dict[str, float]) -> None:
+            shown = {k.replace("/", "_"): v for k, v in m.items() if k in ("loss/critic", "q/mean", "kl/path", "eval/success")}
+            bar.update(step - done[0], **shown)
+            done[0] = step
+
+        fit(agent, buffer, s, run, cfg.run, env_fn=lambda: OGBenchEnv(task, cfg.reward, cfg.max_episode_steps),
+            evaluator=lambda a: ev(a.act, a.cfg.horizon, a.act_dim, seed=eval_seed), on_step=on_step)
+    summary = summarize(run, s.offline_steps, time.perf_counter() - start)
+    run.close()
+    print(json.dumps({"run": str(run.path), **summary}))
+    return 0
+
+
+def preset_cpu_small() -> OGBenchConfig:
+    """The scale of our CPU reproduction (docs/results/trqam.md): 4x128 nets, N_Q = 2, batch 128, 20K BC +
+    10K offline + 2K online steps, 50-episode evaluations at the offline/online switch and at the end."""
+    w = (128, 128, 128, 128)
+    return OGBenchConfig(agent=AgentConfig(hidden=w, critic_hidden=w, num_qs=2), bc_steps=20_000,
+                         schedule=TrainConfig(offline_steps=10_000, online_steps=2_000, batch_size=128,
+                                              eval_every=0, eval_episodes=50),
+                         run=RunConfig(log_every=100, save_every=5_000))
+
+
+def preset_smoke() -> OGBenchConfig:
+    """Seconds-long end-to-end check (tests, `make demo`-sized)."""
+    w = (32, 32)
+    base = preset_cpu_small()
+    return replace(base, agent=AgentConfig(hidden=w, critic_hidden=w, num_qs=2, flow_steps=4), bc_steps=20,
+                   schedule=TrainConfig(offline_steps=6, online_steps=6, batch_size=16, eval_every=0, eval_episodes=2),
+                   max_episode_steps=50, run=RunConfig(log_every=2))
+
+
+PRESETS = {"paper": OGBenchConfig, "cpu-small": preset_cpu_small, "smoke": preset_smoke}

@@ -1,0 +1,60 @@
+"""Evaluation of a policy on a task split: greedy accuracy, pass@k, maj@k, length and parse failures.
+
+Uses the rollout engine (so evaluation runs at the engine's precision: the DCMDP "deployment" metric) on
+a fixed problem set. Not owned here: when to evaluate and where to log (the trainer's job).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import torch
+
+from tether.lm.grpo.tasks import Problem, Task, parse_answer
+from tether.lm.model.tokenizer import Tokenizer, pad_left
+from tether.lm.rollout.engine import RolloutEngine
+
+
+def eval_problems(task: Task, split: str, n: int, seed: int = 1234) -> list[Problem]:
+    """A fixed list of `n` problems of `split` (the same for every run that uses the same seed)."""
+    rng = random.Random(f"eval:{task.name}:{task.difficulty}:{split}:{seed}")
+    return [task.sample(rng, split) for _ in range(n)]
+
+
+def sample_answers(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int, temperature: float,
+                   max_new_tokens: int, generator: torch.Generator | None, top_p: float = 1.0
+                   ) -> tuple[list[list[int | None]], torch.Tensor]:
+    """k completions per problem -> parsed answers [n][k] and completion lengths (n*k,)."""
+    ids, mask = pad_left([tok.encode(p.prompt) for p in problems for _ in range(k)], tok.pad_id)
+    out = engine.generate(ids, mask, max_new_tokens=max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                          temperature=temperature, top_p=top_p, generator=generator)
+    parsed = [parse_answer(tok.decode(row)) for row in out.tokens.tolist()]
+    return [parsed[i * k:(i + 1) * k] for i in range(len(problems))], out.lengths
+
+
+def majority(answers: list[int | None]) -> int | None:
+    """Most frequent parsable answer (ties: the one seen first); None if none parses."""
+    votes = [a for a in answers if a is not None]
+    return Counter(votes).most_common(1)[0][0] if votes else None
+
+
+def evaluate_split(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int, temperature: float,
+                   max_new_tokens: int, seed: int) -> dict[str, float]:
+    """Metrics (unprefixed): greedy_acc, sample_acc (pass@1 at `temperature`), pass@k, maj@k, len_mean,
+    unparsable_frac (of the sampled completions)."""
+    greedy, _ = sample_answers(engine, tok, problems, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                               generator=None)
+    g = torch.Generator().manual_seed(seed)
+    sampled, lengths = sample_answers(engine, tok, problems, k=k, temperature=temperature,
+                                      max_new_tokens=max_new_tokens, generator=g)
+    n = len(problems)
+    flat = [(a, p.answer) for p, row in zip(problems, sampled, strict=True) for a in row]
+    return {
+        "greedy_acc": sum(row[0] == p.answer for p, row in zip(problems, greedy, strict=True)) / n,
+        "sample_acc": sum(a == ans for a, ans in flat) / len(flat),
+        f"pass@{k}": sum(any(a == p.answer for a in row) for p, row in zip(problems, sampled, strict=True)) / n,
+        f"maj@{k}": sum(majority(row) == p.answer for p, row in zip(problems, sampled, strict=True)) / n,
+        "len_mean": float(lengths.float().mean()),
+        "unparsable_frac": sum(a is None for a, _ in flat) / len(flat),
+    }

@@ -1,0 +1,413 @@
+"""GRPO for causal LMs on CPU: the trainer, readable top to bottom (its config is `grpo_config.py`).
+
+One step: sample `prompts_per_step` prompts and draw `group_size` completions each with the rollout engine
+(a separate object with its own numeric precision, synced from the policy after every update); recompute
+the trainer's fp32 log-probs at theta_old (plus any per-token statistics the reward needs) in one no-grad
+forward; measure the train/inference mismatch and apply the configured corrections (TIS, MIS, IcePop, DCMDP);
+score and compute group-relative advantages; run `ppo_epochs` x `minibatches` optimizer steps of the
+registered policy loss (plus an optional KL to the frozen initial policy); take DCMDP's dual step once;
+feed the step's metrics to the collapse/hacking detectors.
+GRPO: DeepSeekMath (arXiv:2402.03300); clip-higher and token-level aggregation: DAPO (arXiv:2503.14476);
+group_mean advantages: Dr. GRPO (arXiv:2503.20783); DCMDP: arXiv:2606.08779.
+
+`old_logp` is always the trainer's recompute (verl's "decoupled" mode), so the PPO ratio is against the
+trainer's own numerics and the engine's log-probs (`TrainBatch.rollout_logp`) only enter through the
+mismatch metrics and the corrections. In exact fp32 mode with one optimizer step per batch (`fused`), that
+recompute is the update's own forward, run once with grad, for TinyLM and HF policies alike (time/old_logp
+then holds the forward and time/update the backward). Simplification: the KL reference is the initial policy
+(no reset).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tether.core.duals import DualState
+from tether.core.kl import kl_estimate
+from tether.core.masked import aggregate, masked_mean
+from tether.core.metrics import Metrics
+from tether.core.progress import progress
+from tether.core.rundir import RunDir
+from tether.core.seeding import derive_seed, generator, seed_everything
+from tether.core.stability import NonFiniteGuard, clip_grad_norm
+from tether.core.timing import Timer
+from tether.lm.grpo.advantages import ADVANTAGES, group_stats
+from tether.lm.grpo.config import TrainConfig
+from tether.lm.grpo.corrections import Correction, CorrectionInputs, apply_corrections
+from tether.lm.grpo.detectors import DetectorBank, spearman
+from tether.lm.grpo.evaluate import eval_problems, evaluate_split
+from tether.lm.grpo.losses import LOSSES
+from tether.lm.grpo.rewards import RewardInput, compute_rewards, reward_needs
+from tether.lm.grpo.tasks import Problem, make_task, parse_answer
+from tether.lm.model.build import build_policy
+from tether.lm.model.moe import route_flips
+from tether.lm.model.policy import TinyPolicy
+from tether.lm.model.tokenizer import CharTokenizer, pad_left
+from tether.lm.rollout.engine import RolloutEngine
+from tether.lm.rollout.mismatch import mismatch_metrics
+
+
+@dataclass
+class TrainBatch:
+    """Everything the update needs for one rollout batch; all tensors share the row order."""
+
+    problems: list[Problem]
+    completions: list[str]
+    parsed: list[int | None]
+    group_ids: Tensor          # (B,) long
+    ids: Tensor                # (B, P + T) long: left-padded prompt then right-padded completion
+    mask: Tensor               # (B, P + T) bool real tokens
+    start: int                 # P: index of the first completion token
+    comp_mask: Tensor          # (B, T) bool completion tokens incl. EOS
+    rollout_logp: Tensor       # (B, T) engine log-probs of the sampled tokens
+    rewards: Tensor            # (B,)
+    adv: Tensor                # (B,) group-relative advantage of each sequence
+    old_logp: Tensor | None = None   # (B, T) trainer log-probs at theta_old (the recompute)
+    ref_logp: Tensor | None = None   # (B, T) reference log-probs (None: no KL)
+    correction: Correction | None = None  # (B, T) weights / keep mask / advantage shift (+ penalty)
+    live_logp: Tensor | None = None  # (B, T) fused mode: the update's log-probs, still attached to the graph
+
+    def select(self, rows: Tensor) -> TrainBatch:
+        idx = rows.tolist()
+        pick = lambda x: None if x is None else x[rows]
+        c = self.correction
+        corr = None if c is None else Correction(c.weight[rows], c.keep[rows], c.adv_shift[rows],
+                                                 c.reward_shift[rows], c.penalty)
+        return TrainBatch([self.problems[i] for i in idx], [self.completions[i] for i in idx],
+                          [self.parsed[i] for i in idx], self.group_ids[rows], self.ids[rows], self.mask[rows],
+                          self.start, self.comp_mask[rows], self.rollout_logp[rows], self.rewards[rows],
+                          self.adv[rows], pick(self.old_logp), pick(self.ref_logp), corr, pick(self.live_logp))
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: TrainConfig, run: RunDir | None = None) -> None:
+        self.cfg, self.run = cfg, run
+        seed = cfg.run.seed
+        seed_everything(seed)
+        self.tok = CharTokenizer()
+        self.task = make_task(cfg.task.name, cfg.task.difficulty)
+        self.policy = build_policy(cfg.model, self.tok, seed=derive_seed(seed, "init"))
+        if cfg.optim.compile:
+            if not isinstance(self.policy, TinyPolicy):
+                raise ValueError(f"optim.compile=True compiles TinyLM blocks, but model.arch={cfg.model.arch!r} "
+                                 "builds a Hugging Face policy; use optim.compile=False")
+            self.policy.module.compile_blocks()
+        self.ref = None
+        if cfg.algo.kl_coef > 0:
+            self.ref = type(self.policy)(copy.deepcopy(self.policy.module).requires_grad_(False).eval())
+        self.params = [p for p in self.policy.module.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.build_engine()
+        self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
+        self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
+        self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard()
+        k = cfg.correction
+        # DCMDP's multiplier (arXiv:2606.08779): one projected dual step per rollout batch on mean |p_tr - p_inf|
+        self.dcmdp = k.dual() if "dcmdp" in k.names else None
+        self.dual_state: DualState | None = self.dcmdp.init_state() if self.dcmdp else None
+        self.detectors = DetectorBank(cfg.detect)
+        self.step_count = 0
+        self._check_context()
+
+    def build_engine(self) -> None:
+        """The rollout engine for the current policy (call again after replacing `self.policy`)."""
+        r = self.cfg.rollout
+        # The exact fp32 engine's recomputed log-probs are an fp32 full-sequence forward of the synced weights:
+        # the trainer's theta_old forward is one (bit for bit for TinyLM and for the HF backend; for an HF policy
+        # sampled by the native backend the two forwards differ by kernel order only, ~1e-6), so take them from
+        # that forward instead of running a second one.
+        self.reuse_exact = (r.precision == "fp32" and r.logprobs in ("auto", "recompute") and not self.cfg.optim.bf16
+                            and self.cfg.optim.micro_batch == 0)
+        self.engine = RolloutEngine(precision=r.precision, backend=r.backend,
+                                    logprobs="sampler" if self.reuse_exact else r.logprobs, compile=r.compile)
+        # With one optimizer step per batch the theta_old forward and the update's forward see the same weights:
+        # run it once with grad, detach it for theta_old, and keep the graph for the loss (ratio exactly 1).
+        o = self.cfg.optim
+        self.fused = self.reuse_exact and o.ppo_epochs == 1 and o.minibatches == 1
+        self.engine_stale = True
+
+    def _check_context(self) -> None:
+        longest = max(len(self.tok.encode(self.task.sample(random.Random(i), "ood").prompt)) for i in range(64))
+        need = longest + self.cfg.rollout.max_new_tokens
+        if need > self.policy.max_seq_len:
+            raise ValueError(f"task {self.cfg.task.name!r} prompts reach {longest} tokens; with "
+                             f"rollout.max_new_tokens={self.cfg.rollout.max_new_tokens} that needs a context of "
+                             f"{need} > the model's {self.policy.max_seq_len}: raise model.max_seq_len")
+
+    # ---- one step ------------------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """One rollout batch and its updates; returns the flushed metrics of this step."""
+        c = self.cfg
+        with self.timer("rollout"):
+            batch = self.rollout()
+        lam = float(self.dual_state.value) if self.dual_state is not None else 0.0   # applied this step
+        delta_mean = self.prepare(batch, lam)
+        if c.samples_every and (self.step_count + 1) % c.samples_every == 0:
+            self.dump_samples(batch, step=self.step_count + 1)
+        if c.algo.filter_zero_std:
+            keep = group_stats(batch.rewards, batch.group_ids)[1] > 0
+            self.metrics.log("rollout/filtered_frac", 1.0 - keep.float().mean())
+            batch = batch.select(keep.nonzero()[:, 0])
+        if batch.rewards.numel() > 0:
+            with self.timer("ref_logp"):
+                batch.ref_logp = self.stats_of(self.ref, batch)["logp"] if self.ref is not None else None
+            with self.timer("update"):
+                self.update(batch)
+        if self.dcmdp is not None:  # once per step, after the update, with this batch's mismatch
+            self.dual_state = self.dcmdp.update(self.dual_state, delta_mean)
+            self.metrics.log_dict({"dual/dcmdp/lambda": lam, "dual/dcmdp/violation": self.dual_state.violation})
+        self.step_count += 1
+        self.metrics.log("optim/lr", self.opt.param_groups[0]["lr"])
+        self.metrics.log("grad/skipped_steps", float(self.guard.skipped))
+        out = {**self.metrics.flush(), **self.timer.flush()}
+        out["perf/rollout_tok_s"] = out.get("rollout/tokens", 0.0) / max(out.get("time/rollout", 0.0), 1e-9)
+        out.update(self.detectors.update(self.step_count, out))
+        return out
+
+    def prepare(self, batch: TrainBatch, lam: float) -> Tensor:
+        """theta_old recompute, mismatch metrics, corrections, rewards and advantages; returns delta-bar."""
+        with self.timer("old_logp"):
+            if self.fused:  # the update's forward, kept attached (see build_engine)
+                live = self._forward(self.policy, batch, self._needed_stats())
+                batch.live_logp, stats = live["logp"], {k: v.detach() for k, v in live.items()}
+            else:
+                stats = self.stats_of(self.policy, batch, self._needed_stats())
+            batch.old_logp = stats["logp"]
+        if self.reuse_exact:
+            batch.rollout_logp = batch.old_logp.masked_fill(~batch.comp_mask, 0.0)
+        delta_mean = self.correct(batch, lam)
+        with self.timer("reward"):
+            self.score(batch, stats)
+        return delta_mean
+
+    def _needed_stats(self) -> tuple[str, ...]:
+        """Per-token statistics of the theta_old forward: the reward's needs, plus entropy for logging."""
+        needs = reward_needs(self.cfg.algo.reward, self.cfg.reward_opts)
+        return tuple(dict.fromkeys(("entropy", *(n for n in needs if n != "logp"))))
+
+    def rollout(self) -> TrainBatch:
+        """Sample prompts, sync the engine if the policy changed, and draw G completions per prompt."""
+        c = self.cfg.rollout
+        if self.engine_stale:
+            self.engine.sync_from(self.policy)
+            self.engine_stale = False
+        problems = [self.task.sample(self.prompt_rng, "train") for _ in range(c.prompts_per_step)]
+        problems = [p for p in problems for _ in range(c.group_size)]
+        group_ids = torch.arange(c.prompts_per_step).repeat_interleave(c.group_size)
+        p_ids, p_mask = pad_left([self.tok.encode(p.prompt) for p in problems], self.tok.pad_id)
+        out = self.engine.generate(p_ids, p_mask, max_new_tokens=c.max_new_tokens, eos_id=self.tok.eos_id,
+                                   pad_id=self.tok.pad_id, temperature=c.temperature, top_p=c.top_p,
+                                   generator=self.gens["rollout"])
+        completions = [self.tok.decode(row) for row in out.tokens.tolist()]
+        lengths = out.lengths.float()
+        self.metrics.log_dict({"rollout/len_mean": lengths.mean(), "rollout/len_max": lengths.max(),
+                               "rollout/truncated_frac": (~(out.tokens == self.tok.eos_id).any(-1)).float().mean(),
+                               "rollout/tokens": lengths.sum()})
+        empty = torch.zeros(len(problems))
+        return TrainBatch(problems, completions, [parse_answer(s) for s in completions], group_ids,
+                          torch.cat([p_ids, out.tokens], 1), torch.cat([p_mask, out.mask], 1), p_ids.shape[1],
+                          out.mask, out.logp, empty, empty)
+
+    def correct(self, batch: TrainBatch, lam: float) -> Tensor:
+        """Mismatch metrics of this batch and the corrections' weights/masks/shifts; returns delta-bar."""
+        k = self.cfg.correction
+        m = mismatch_metrics(batch.old_logp, batch.rollout_logp, batch.comp_mask, c=k.c)
+        self.metrics.log_dict({f"mismatch/{key}": v for key, v in m.items()})
+        if self.engine.kind == "native":  # MoE only: routes of the positions that predict completion tokens
+            count = torch.zeros_like(batch.mask)
+            count[:, batch.start - 1:-1] = batch.comp_mask
+            flips = route_flips(self.policy.module, self.engine.model, batch.ids, batch.mask, count)
+            if flips is not None:
+                self.metrics.log("mismatch/route_flip_frac", flips)
+        batch.correction = apply_corrections(
+            CorrectionInputs(batch.old_logp, batch.rollout_logp, batch.comp_mask, batch.group_ids, lam), k)
+        self.metrics.log_dict({f"clip/{key}": v for key, v in batch.correction.diagnostics.items()})
+        return m["delta_mean"]
+
+    def score(self, batch: TrainBatch, stats: dict[str, Tensor]) -> None:
+        """Rewards (registry or '+' mixture; plus DCMDP's sequence shift) and group-relative advantages."""
+        a = self.cfg.algo
+        batch.rewards = compute_rewards(a.reward, RewardInput(
+            batch.problems, batch.completions, batch.parsed, batch.group_ids, batch.ids[:, batch.start:],
+            batch.comp_mask, stats, self.cfg.reward_opts))
+        raw = batch.rewards
+        batch.rewards = raw + batch.correction.reward_shift
+        batch.adv = ADVANTAGES.get(a.advantage)(batch.rewards, batch.group_ids, eps=a.adv_eps)
+        correct = torch.tensor([float(x == p.answer) for x, p in zip(batch.parsed, batch.problems, strict=True)])
+        zero_std = (group_stats(batch.rewards, batch.group_ids)[1] == 0).float()
+        self.metrics.log_dict({"reward/mean": raw.mean(), "reward/std": raw.std(),
+                               "reward/accuracy": correct.mean(), "rollout/zero_std_frac": zero_std.mean(),
+                               "reward/unparsable_frac": sum(x is None for x in batch.parsed) / len(batch.parsed),
+                               "rollout/entropy": masked_mean(stats["entropy"], batch.comp_mask)})
+        rho = spearman(raw.numpy(), correct.numpy())
+        if rho == rho:  # NaN when rewards or correctness are constant in the batch: nothing to log
+            self.metrics.log("diag/reward_acc_spearman", rho)
+
+    @torch.no_grad()
+    def stats_of(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        """Log-probs (B, T) of the completions under `policy` plus per-token `stats`, micro-batched, no grad."""
+        parts = [self._forward(policy, batch.select(rows), stats) for rows in self._micro(torch.arange(len(batch.parsed)))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _forward(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.optim.bf16):
+            out = policy.token_stats(batch.ids, batch.mask, start=batch.start,
+                                     temperature=self.cfg.rollout.temperature, stats=stats)
+        return {k: v.float() for k, v in out.items()}
+
+    def _micro(self, rows: Tensor) -> list[Tensor]:
+        size = self.cfg.optim.micro_batch or len(rows)
+        return list(rows.split(size))
+
+    def update(self, batch: TrainBatch) -> None:
+        """ppo_epochs x minibatches optimizer steps; gradient accumulation over micro-batches."""
+        o, n = self.cfg.optim, len(batch.parsed)
+        size = math.ceil(n / o.minibatches)
+        for _ in range(o.ppo_epochs):
+            perm = torch.randperm(n, generator=self.gens["minibatch"])
+            for rows in perm.split(size):
+                mb = batch.select(rows)
+                norm = self._normalizer(mb)
+                self.opt.zero_grad(set_to_none=True)
+                total = sum(self._micro_loss(mb.select(r), norm) for r in self._micro(torch.arange(len(rows))))
+                grad_norm = clip_grad_norm(self.params, o.grad_clip or None)
+                self.metrics.log("grad/norm", grad_norm)
+                if self.guard.ok(total, grad_norm, step=self.step_count):
+                    self.opt.step()
+                    self.engine_stale = True
+
+    def _normalizer(self, mb: TrainBatch) -> float | None:
+        """Denominator of the loss for a whole minibatch, so accumulation 1x8 == 8x1 (core.masked.aggregate)."""
+        mode = self.cfg.algo.aggregation
+        if mode == "token_mean_global":
+            return float(mb.comp_mask.sum().clamp(min=1))
+        if mode == "seq_mean_token_mean":
+            return float(len(mb.parsed))
+        if mode == "seq_sum_const":
+            return float(len(mb.parsed) * self.cfg.rollout.max_new_tokens)
+        return None
+
+    def _micro_loss(self, mb: TrainBatch, normalizer: float | None) -> Tensor:
+        """Forward, loss and backward of one micro-batch; returns the detached loss contribution."""
+        a, corr = self.cfg.algo, mb.correction
+        logp = mb.live_logp if mb.live_logp is not None else self._forward(self.policy, mb)["logp"]
+        m = mb.comp_mask
+        adv = mb.adv[:, None] + corr.adv_shift                                         # (b, T)
+        per_tok, diag = LOSSES.get(a.loss)(logp, mb.old_logp, adv, clip_low=a.clip_low, clip_high=a.clip_high)
+        per_tok = per_tok * corr.weight * corr.keep                                    # TIS/MIS/IcePop (detached)
+        if corr.penalty:  # DCMDP "differentiable": lam * |p_theta - p_inf| with a gradient through p_theta
+            per_tok = per_tok + corr.penalty * (logp.exp() - mb.rollout_logp.exp()).abs()
+        pg_loss = aggregate(per_tok, m, mode=a.aggregation, normalizer=normalizer)
+        loss = pg_loss
+        if mb.ref_logp is not None:
+            kl = kl_estimate(logp, mb.ref_logp, value=a.kl_estimator)                   # (b, T)
+            loss = loss + a.kl_coef * aggregate(kl, m, mode=a.aggregation, normalizer=normalizer)
+            self.metrics.log("kl/ref", masked_mean(kl.detach(), m))
+        loss.backward()
+        self.metrics.log_dict({
+            "loss/policy": pg_loss.detach(), "loss/total": loss.detach(),
+            "clip/low_frac": masked_mean(diag["clipped_low"].float(), m),
+            "clip/high_frac": masked_mean(diag["clipped_high"].float(), m),
+            "clip/ratio_mean": masked_mean(diag["ratio"], m),
+            "clip/ratio_max": diag["ratio"].masked_fill(~m, 0.0).max(),
+        })
+        return loss.detach()
+
+    # ---- evaluation, samples, checkpoints, loop -----------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Greedy accuracy, pass@k, maj@k, length and parse failures on each eval split (engine precision)."""
+        e = self.cfg.eval
+        if self.engine_stale:
+            self.engine.sync_from(self.policy)
+            self.engine_stale = False
+        out = {}
+        with self.timer("eval"):
+            for split in e.splits:
+                problems = eval_problems(self.task, split, e.n_prompts, seed=e.seed)
+                res = evaluate_split(self.engine, self.tok, problems, k=e.k, temperature=e.temperature,
+                                     max_new_tokens=self.cfg.rollout.max_new_tokens, seed=e.seed)
+                out.update({f"eval/{split}/{k}": v for k, v in res.items()})
+        return out
+
+    def dump_samples(self, batch: TrainBatch, *, step: int) -> None:
+        """samples/step_XXXXXXX.jsonl: one row per completion of this step's rollout batch."""
+        if self.run is None:
+            return
+        rows = [{"group": int(g), "prompt": p.prompt, "answer": p.answer, "completion": s, "parsed": a,
+                 "reward": float(r), "advantage": float(v), "length": int(n)}
+                for g, p, s, a, r, v, n in zip(batch.group_ids, batch.problems, batch.completions, batch.parsed,
+                                               batch.rewards, batch.adv, batch.comp_mask.sum(-1), strict=True)]
+        self.run.write_jsonl(f"samples/step_{step:07d}.jsonl", rows)
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.module.state_dict(), "optim": self.opt.state_dict(),
+                "ref": None if self.ref is None else self.ref.module.state_dict(), "guard": self.guard.state_dict(),
+                "rng": rng_state(self.gens), "prompt_rng": self.prompt_rng.getstate(), "step": self.step_count,
+                "dual": None if self.dual_state is None else self.dual_state.state_dict(),
+                "detectors": self.detectors.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.module.load_state_dict(state["policy"])
+        self.opt.load_state_dict(state["optim"])
+        if self.ref is not None:
+            self.ref.module.load_state_dict(state["ref"])
+        self.guard.load_state_dict(state["guard"])
+        set_rng_state(state["rng"], self.gens)
+        self.prompt_rng.setstate(state["prompt_rng"])
+        self.step_count = state["step"]
+        if self.dual_state is not None:
+            self.dual_state = DualState.from_state_dict(state["dual"])
+        self.detectors.load_state_dict(state["detectors"])
+        self.engine_stale = True
+
+    def save(self) -> None:
+        if self.run is not None:
+            save_checkpoint(self.run.checkpoint_path(self.step_count), self.state_dict(), {"step": self.step_count})
+
+    def resume(self) -> None:
+        """Continue from the run directory's last checkpoint (rows logged after it are dropped)."""
+        ckpt = self.run.latest_checkpoint() if self.run is not None else None
+        if ckpt is None:
+            raise FileNotFoundError(f"run.resume: no checkpoint under {self.run.path if self.run else None}")
+        self.load_state_dict(load_checkpoint(ckpt))
+        self.run.truncate_after(self.step_count)
+
+    def _log_eval(self) -> dict[str, float]:
+        res = self.evaluate()
+        if self.run is not None:
+            self.run.log_eval(self.step_count, res)
+        if self.detectors.history:  # the labelled canary of the reward-hacking detector
+            self.detectors.history[-1].update(res)
+        return res
+
+    def fit(self) -> dict[str, float]:
+        """Train for `steps`, evaluating before, every `eval.every` steps and at the end; returns the last eval."""
+        c = self.cfg
+        last_eval = self._log_eval() if self.step_count == 0 else {}
+        with progress(c.steps, "lm train") as bar:
+            bar.update(self.step_count)
+            while self.step_count < c.steps:
+                m = self.step()
+                if self.run is not None and self.step_count % c.run.log_every == 0:
+                    self.run.log_metrics(self.step_count, m)
+                if c.eval.every and self.step_count % c.eval.every == 0 and self.step_count < c.steps:
+                    last_eval = self._log_eval()
+                if c.run.save_every and self.step_count % c.run.save_every == 0:
+                    self.save()
+                bar.update(1, reward=m.get("reward/mean", float("nan")), acc=m.get("reward/accuracy", float("nan")),
+                           entropy=m.get("rollout/entropy", float("nan")))
+                if self.detectors.stop_reason:  # a configured early stop: keep what was learned, say why
+                    print(f"stopped early: {self.detectors.stop_reason}", flush=True)
+                    break
+        if c.steps > 0:
+            last_eval = self._log_eval()
+        self.save()
+        return last_eval
+

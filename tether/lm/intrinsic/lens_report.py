@@ -1,0 +1,309 @@
+"""`tether lm lens`: the manifold-envelope lens of arXiv:2603.16578 applied to finished (or running) GRPO runs.
+
+Reads each run's metrics.jsonl (and eval.jsonl when present), builds the 3-D phase trajectory
+(`rollout/entropy`, log `rollout/len_mean`, `reward/mean`, each standardised by the run's first `w0` steps:
+`tether.lm.intrinsic.lens.phase_trajectory`), the envelope (convex hull of the pooled trajectories of the `reference`
+runs, or, label-free, of each run's own first `w0` points), the per-step envelope metrics (inside_frac,
+hull_volume, escape) and the DTW clustering of the z-normalised entropy curves; draws three figures and
+classifies each run as *enveloped* when the mean inside_frac over the second half of the run is
+>= `enveloped_frac`. The axes, the envelope and the threshold are OUR operationalisation (intrinsic.md §3.2):
+the paper names the ingredients, not the definitions.
+
+When runs have evaluations, it also reports the outcome (final minus first held-out sampled accuracy) and
+how well the lens predicts it early (Q3 of the brief): for each step t in `predict_at`, the AUROC, for "the run
+ends with held-out sampled accuracy below its start by more than `fail_drop`", of (a) 1 - mean inside_frac up
+to t, (b) the largest escape up to t, (c) the partial-DTW score: open-end DTW of the run's entropy curve up to t
+(standardised by its first w0 steps) to every OTHER finished run's curve, mean distance to the runs that
+succeeded minus mean distance to those that failed (leave-one-out). The lead time of a failed run is the first
+evaluated step at which its accuracy has dropped by `fail_drop` minus the first step its inside_frac fell
+below `enveloped_frac` (positive = the lens warned first).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tether.core.config import check
+from tether.core.rundir import read_jsonl
+from tether.lm.intrinsic.lens import (
+    Envelope,
+    cluster_curves,
+    envelope_metrics,
+    open_end_dtw,
+    phase_trajectory,
+)
+
+__all__ = ["LensConfig", "LENS_KEYS", "RunLens", "load_run", "analyse", "run_lens"]
+
+LENS_KEYS = ("rollout/entropy", "rollout/len_mean", "reward/mean")
+ACC = "eval/heldout/sample_acc"
+
+
+@dataclass(frozen=True)
+class LensConfig:
+    run_dirs: tuple[str, ...] = ()
+    """Run directories (positional) written by `tether lm train`."""
+    out: str = "runs/lm/lens"
+    """Output directory for the figures and lens.jsonl."""
+    reference: tuple[str, ...] = ()
+    """Run directories whose pooled trajectories form the envelope (default: each run's own first w0 steps)."""
+    w0: int = 10
+    """Steps that standardise each trajectory (and form the label-free envelope)."""
+    window: int = 10
+    """Sliding window of inside_frac and hull_volume."""
+    smooth: int = 5
+    """Trailing moving average (steps) of the three logged metrics before the lens (1 = raw); causal, so the
+    early-warning numbers only use the past."""
+    clusters: int = 3
+    """DTW clusters of the entropy curves (success / stagnation / relaxation in the paper's reading)."""
+    enveloped_frac: float = 0.5
+    """A run is enveloped when its mean inside_frac over the second half is at least this."""
+    fail_drop: float = 0.05
+    """Outcome label: a run failed when its final held-out sampled accuracy is below its first by more than this."""
+    predict_at: tuple[int, ...] = (10, 20, 30)
+    """Steps at which the early-warning AUROC of the lens is computed (runs with evaluations only)."""
+    json: bool = False
+    """Print one JSON object per run plus a summary (else a table)."""
+
+    def __post_init__(self) -> None:
+        check(self.w0 >= 4, "w0", self.w0, "an integer >= 4 (a 3-D hull needs 4 points)")
+        check(self.window >= 1, "window", self.window, "an integer >= 1")
+        check(self.smooth >= 1, "smooth", self.smooth, "an integer >= 1 (1 = no smoothing)")
+        check(0 <= self.enveloped_frac <= 1, "enveloped_frac", self.enveloped_frac, "a float in [0, 1]")
+
+
+@dataclass
+class RunLens:
+    name: str
+    steps: np.ndarray            # (T,) logged steps
+    z: np.ndarray                # (T, 3) standardised phase trajectory
+    entropy: np.ndarray          # (T,) raw mean token entropy
+    metrics: dict[str, np.ndarray]
+    evals: list[dict]
+    cluster: int = 0
+    reference: bool = False      # one of the runs forming the envelope (left out of the early-warning AUROC)
+
+    def inside_late(self) -> float:
+        return float(self.metrics["inside_frac"][len(self.z) // 2:].mean())
+
+    def acc_delta(self) -> float | None:
+        accs = [e[ACC] for e in self.evals if ACC in e]
+        return accs[-1] - accs[0] if len(accs) >= 2 else None
+
+
+def run_name(path: Path) -> str:
+    """base/reward/seed from config.json when available, else the directory name."""
+    try:
+        c = json.loads((path / "config.json").read_text())
+        base = str(c["model"]["path"]).removeprefix("base:")
+        return f"{base}/{c['algo']['reward']}/s{c['run']['seed']}"
+    except (OSError, KeyError, ValueError):
+        return path.name
+
+
+def trailing_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the last k rows at each row (fewer at the start); x (T, d)."""
+    c = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), 0)               # (T + 1, d)
+    t = np.arange(1, len(x) + 1)
+    lo = np.maximum(t - k, 0)
+    return (c[t] - c[lo]) / (t - lo)[:, None]
+
+
+def load_run(path: str | Path, w0: int, smooth: int = 1) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """(name, steps (T,), standardised phase trajectory (T, 3), smoothed raw entropy (T,), evaluation rows)."""
+    p = Path(path)
+    rows = [r for r in read_jsonl(p / "metrics.jsonl") if all(k in r for k in LENS_KEYS)]
+    evals = read_jsonl(p / "eval.jsonl") if (p / "eval.jsonl").exists() else []
+    raw = trailing_mean(np.array([[r[k] for k in LENS_KEYS] for r in rows], dtype=float).reshape(-1, 3), smooth)
+    z = phase_trajectory([dict(zip(LENS_KEYS, v, strict=True)) for v in raw], keys=LENS_KEYS, w0=w0)
+    return run_name(p), np.array([r["step"] for r in rows]), z, raw[:, 0], evals
+
+
+def analyse(cfg: LensConfig) -> list[RunLens]:
+    """Trajectories, envelope metrics and DTW clusters of every run."""
+    # checked here, not in __post_init__: the CLI parser builds the default (empty) config first
+    check(len(cfg.run_dirs) >= 1, "run_dirs", cfg.run_dirs, "at least one run directory")
+    loaded = [load_run(d, cfg.w0, cfg.smooth) for d in cfg.run_dirs]
+    shared = None
+    if cfg.reference:
+        shared = Envelope(np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference]))
+    runs = []
+    refs = {Path(d).resolve() for d in cfg.reference}
+    for d, (name, steps, z, ent, evals) in zip(cfg.run_dirs, loaded, strict=True):
+        env = shared or Envelope(z[: cfg.w0])
+        runs.append(RunLens(name, steps, z, ent, envelope_metrics(z, env, window=cfg.window), evals,
+                            reference=Path(d).resolve() in refs))
+    if len(runs) >= 2:
+        labels, _ = cluster_curves([r.entropy for r in runs], k=cfg.clusters)
+        for r, lab in zip(runs, labels, strict=True):
+            r.cluster = int(lab)
+    return runs
+
+
+def _auroc(scores: list[float], labels: list[bool]) -> float:
+    pos = np.array([s for s, y in zip(scores, labels, strict=True) if y])
+    neg = np.array([s for s, y in zip(scores, labels, strict=True) if not y])
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+                 / (len(pos) * len(neg)))
+
+
+def early_warning(runs: list[RunLens], cfg: LensConfig) -> dict:
+    """Q3: AUROC of the partial lens for the final outcome, and the lead time of its alarm over accuracy.
+    Reference runs are left out: they are inside their own envelope by construction."""
+    done = [r for r in runs if r.acc_delta() is not None and not r.reference]
+    failed = [r.acc_delta() < -cfg.fail_drop for r in done]
+    out: dict = {"runs_with_eval": len(done), "failed": int(sum(failed))}
+    for t in cfg.predict_at:
+        score = [1.0 - float(r.metrics["inside_frac"][r.steps <= t].mean()) for r in done]
+        escape = [float(r.metrics["escape"][r.steps <= t].max()) for r in done]
+        out[f"auroc_outside@{t}"] = round(_auroc(score, failed), 4)
+        out[f"auroc_escape@{t}"] = round(_auroc(escape, failed), 4)
+        out[f"auroc_dtw@{t}"] = round(_auroc(_partial_dtw_scores(done, failed, t), failed), 4)
+    leads = []
+    for r, f in zip(done, failed, strict=True):
+        if not f:
+            continue
+        alarm = r.steps[r.metrics["inside_frac"] < cfg.enveloped_frac]
+        acc0 = r.evals[0][ACC]
+        drop = [e["step"] for e in r.evals[1:] if e[ACC] < acc0 - cfg.fail_drop]
+        if len(alarm) and drop:
+            leads.append(int(drop[0] - alarm[0]))
+    out["lead_steps"] = leads
+    out["lead_median"] = float(np.median(leads)) if leads else None
+    return out
+
+
+def _partial_dtw_scores(runs: list[RunLens], failed: list[bool], t: int) -> list[float]:
+    """Leave-one-out: mean open-end DTW to the succeeded runs minus mean to the failed ones (higher = failing)."""
+    scores = []
+    for i, r in enumerate(runs):
+        part = r.z[r.steps <= t, 0]
+        d = {True: [], False: []}
+        for j, o in enumerate(runs):
+            if j != i:
+                d[failed[j]].append(open_end_dtw(part, o.z[:, 0]))
+        scores.append(float(np.mean(d[False]) - np.mean(d[True])) if d[True] and d[False] else 0.0)
+    return scores
+
+
+def _group(name: str) -> str:
+    """Runs that differ only by seed share a colour: 'medium/ent/s1' -> 'medium/ent'."""
+    head, _, tail = name.rpartition("/")
+    return head if head and tail.startswith("s") and tail[1:].isdigit() else name
+
+
+def _group_colors(runs: list[RunLens], cmap) -> dict:
+    groups = list(dict.fromkeys(_group(r.name) for r in runs))
+    return {g: cmap(i % 10) for i, g in enumerate(groups)}
+
+
+def plot(runs: list[RunLens], cfg: LensConfig, out: Path, prefix: str = "lens") -> list[Path]:
+    """Three figures: 3-D trajectories with envelopes, DTW dendrogram, envelope-metric curves."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{prefix}_phase.png", out / f"{prefix}_dtw.png", out / f"{prefix}_metrics.png"]
+    colors = _group_colors(runs, plt.get_cmap("tab10"))
+    for draw, path in zip((_plot_phase, _plot_dtw, _plot_metrics), paths, strict=True):
+        fig = draw(plt, runs, cfg, colors)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+    return paths
+
+
+def _plot_phase(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
+    fig = plt.figure(figsize=(6.5, 5))
+    ax = fig.add_subplot(projection="3d")
+    if cfg.reference:
+        ref = np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference])
+        ax.scatter(*ref.T, s=3, color="0.7", label="reference")
+    seen: set[str] = set()
+    for r in runs:
+        g = _group(r.name)
+        ax.plot(*r.z.T, color=colors[g], lw=0.8, label=None if g in seen else g)
+        seen.add(g)
+        ax.scatter(*r.z[-1], color=colors[g], s=15, marker="o" if r.inside_late() >= cfg.enveloped_frac else "x")
+        if not cfg.reference:  # the run's own envelope: its first w0 points
+            ax.scatter(*r.z[: cfg.w0].T, color=colors[g], s=4, alpha=0.4)
+    ax.set_xlabel("entropy (z)")
+    ax.set_ylabel("log length (z)")
+    ax.set_zlabel("reward (z)")
+    ax.set_title("o = enveloped at the end, x = not", fontsize=8)
+    ax.legend(fontsize=6, loc="upper left")
+    return fig
+
+
+def _plot_dtw(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
+    from scipy.cluster.hierarchy import dendrogram
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    if len(runs) >= 2:
+        _, link = cluster_curves([r.entropy for r in runs], k=cfg.clusters)
+        dendrogram(link, labels=[r.name for r in runs], ax=ax, leaf_rotation=90, leaf_font_size=7)
+    ax.set_ylabel("DTW distance (z-normalised entropy)")
+    return fig
+
+
+def _plot_metrics(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for key, ax in zip(("inside_frac", "hull_volume", "escape"), axes, strict=True):
+        seen = set()
+        for r in runs:
+            g = _group(r.name)
+            ax.plot(r.steps, r.metrics[key], color=colors[g], lw=0.8, label=None if g in seen else g)
+            seen.add(g)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=6)
+    return fig
+
+
+def report_rows(runs: list[RunLens], cfg: LensConfig) -> list[dict]:
+    return [{"run": r.name, "reference": r.reference, "enveloped": r.inside_late() >= cfg.enveloped_frac,
+             "inside_frac_late": round(r.inside_late(), 4), "escape_max": round(float(r.metrics["escape"].max()), 4),
+             "hull_volume_end": round(float(r.metrics["hull_volume"][-1]), 4), "cluster": r.cluster,
+             "acc_delta": None if r.acc_delta() is None else round(r.acc_delta(), 4)} for r in runs]
+
+
+def write_jsonl(runs: list[RunLens], out: Path) -> None:
+    """out/lens.jsonl: per run and step, the lens/* metrics (documented in docs/metrics.md, lm section)."""
+    with open(out / "lens.jsonl", "w") as f:
+        for r in runs:
+            for t, step in enumerate(r.steps):
+                f.write(json.dumps({"run": r.name, "step": int(step),
+                                    **{f"lens/{k}": float(v[t]) for k, v in r.metrics.items()},
+                                    **{f"lens/z_{a}": float(r.z[t, i]) for i, a in
+                                       enumerate(("entropy", "log_len", "reward"))}}) + "\n")
+
+
+def run_lens(cfg: LensConfig) -> int:
+    """`tether lm lens`: analyse, draw, print the classification (and the early-warning summary)."""
+    runs = analyse(cfg)
+    out = Path(cfg.out)
+    paths = plot(runs, cfg, out)
+    write_jsonl(runs, out)
+    rows, summary = report_rows(runs, cfg), early_warning(runs, cfg)
+    summary = {"summary": True, "enveloped": [r["run"] for r in rows if r["enveloped"]], **summary,
+               "figures": [str(p) for p in paths]}
+    if cfg.json:
+        for row in rows:
+            print(json.dumps(row))
+        print(json.dumps(summary))
+    else:
+        print(f"{'run':<28} {'env':>4} {'inside':>7} {'escape':>7} {'clu':>4} {'dacc':>7}")
+        for row in rows:
+            d = "" if row["acc_delta"] is None else f"{row['acc_delta']:+.3f}"
+            print(f"{row['run']:<28} {'yes' if row['enveloped'] else 'no':>4} {row['inside_frac_late']:>7.2f} "
+                  f"{row['escape_max']:>7.2f} {row['cluster']:>4d} {d:>7}")
+        print("enveloped: " + (", ".join(summary["enveloped"]) or "none"))
+        print(" ".join(f"{k}={v}" for k, v in summary.items() if k not in ("summary", "enveloped")))
+    return 0

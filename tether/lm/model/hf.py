@@ -1,0 +1,122 @@
+"""Hugging Face causal LMs behind the `Policy` protocol, optional LoRA, and tiny offline test models.
+
+`HFPolicy` wraps any `AutoModelForCausalLM` (or a peft-wrapped one) so the GRPO trainer drives it exactly
+as it drives `TinyLM`. For Llama/Qwen2/Mistral-layout models without adapters, `export_native` converts
+the weights to `TinyLM` layout (q/k/v and gate/up concatenated) so the rollout engine runs its fast native
+path on them; anything else falls back to the engine's `hf` backend.
+
+`tiny_hf_model` builds a randomly initialised Qwen2 or Llama from a config: no download, works under
+`HF_HUB_OFFLINE=1`. Not owned here: training and sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from tether.lm.model.policy import score_tokens
+from tether.lm.model.tinylm import ModelConfig, distinct_prompts, positions_from_mask
+
+_NATIVE_TYPES = ("llama", "qwen2", "mistral")
+
+
+def tiny_hf_model(arch: Literal["qwen2", "llama"], *, vocab_size: int, hidden: int = 64, layers: int = 2,
+                  heads: int = 4, kv_heads: int | None = None, intermediate: int = 256, max_positions: int = 128,
+                  seed: int = 0) -> nn.Module:
+    """A random-init tied-embedding Qwen2/Llama causal LM (SDPA attention), built offline from a config."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
+    cfg = cfg_cls(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  num_key_value_heads=kv_heads or heads, intermediate_size=intermediate,
+                  max_position_embeddings=max_positions, tie_word_embeddings=True, rms_norm_eps=1e-6,
+                  bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    torch.manual_seed(seed)
+    return model_cls._from_config(cfg, attn_implementation="sdpa")
+
+
+def add_lora(model: nn.Module, *, r: int = 8, alpha: int = 16, targets: tuple[str, ...] = ("q_proj", "v_proj")):
+    """Wrap `model` with peft LoRA adapters (only the adapters train)."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0))
+
+
+class HFPolicy:
+    """`Policy` over a `transformers` causal LM (plain or peft-wrapped)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.module = model
+        self.max_seq_len = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self.share_prompts = True   # turned off for good once the model's cache turns out not to support it
+
+    def token_stats(self, ids: Tensor, mask: Tensor, *, start: int, temperature: float = 1.0,
+                    stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        if start < 1:
+            raise ValueError(f"start={start}: the first scored token needs at least one token of context")
+        logits = self._shared_prompt_logits(ids, mask, start)
+        if logits is None:
+            out = self.module(input_ids=ids, attention_mask=mask.long(), position_ids=positions_from_mask(mask),
+                              use_cache=False, logits_to_keep=ids.shape[1] - start + 1)
+            logits = out.logits[:, :-1]                                                 # (B, L - start, V)
+        return score_tokens(logits, ids[:, start:], temperature=temperature, stats=stats)
+
+    def _shared_prompt_logits(self, ids: Tensor, mask: Tensor, start: int) -> Tensor | None:
+        """Logits (B, L - start, V) with each distinct prompt run once (as `TinyLM.continuation_logits`): the
+        prompts' key/value cache, gathered per row, is the past of the continuations, with gradient through it.
+        None when more than half the rows have distinct prompts, under gradient checkpointing (which turns the
+        cache off), or when the model's cache is not a plain `DynamicCache` (sliding-window, linear-attention,
+        quantised layers)."""
+        p_ids, p_mask, rows = distinct_prompts(ids[:, :start], mask[:, :start], max_frac=0.5)
+        if rows is None or start == ids.shape[1] or not self.share_prompts:
+            return None
+        if any(getattr(m, "gradient_checkpointing", False) is True for m in self.module.modules()):
+            return None
+        from transformers.cache_utils import DynamicLayer
+        pre = self.module(input_ids=p_ids, attention_mask=p_mask.long(), position_ids=positions_from_mask(p_mask),
+                          use_cache=True, logits_to_keep=1)
+        cache = pre.past_key_values
+        if not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
+            self.share_prompts = False
+            return None
+        cache.reorder_cache(rows)                                         # (U, ...) -> (B, ...), differentiable
+        out = self.module(input_ids=ids[:, start:], attention_mask=mask.long(),
+                          position_ids=positions_from_mask(mask)[:, start:], past_key_values=cache, use_cache=True)
+        return torch.cat([pre.logits[rows], out.logits[:, :-1]], 1)
+
+    def export_native(self) -> tuple[ModelConfig, dict[str, Tensor]] | None:
+        return hf_to_native(self.module)
+
+
+def hf_to_native(model: nn.Module) -> tuple[ModelConfig, dict[str, Tensor]] | None:
+    """`TinyLM` config + state dict for a Llama-layout HF model, or None when the layouts differ."""
+    c = model.config
+    rope = getattr(c, "rope_parameters", None) or {}
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    compatible = (
+        c.model_type in _NATIVE_TYPES and type(model).__module__.startswith("transformers")
+        and c.tie_word_embeddings and c.hidden_act == "silu" and rope.get("rope_type", "default") == "default"
+        and head_dim * c.num_attention_heads == c.hidden_size and not getattr(c, "use_sliding_window", False)
+        and not getattr(c, "mlp_bias", False)
+    )
+    if not compatible:
+        return None
+    qkv_bias = c.model_type == "qwen2" or bool(getattr(c, "attention_bias", False))
+    cfg = ModelConfig(vocab_size=c.vocab_size, d_model=c.hidden_size, n_layers=c.num_hidden_layers,
+                      n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, d_ff=c.intermediate_size,
+                      max_seq_len=c.max_position_embeddings, rope_theta=float(rope.get("rope_theta", 10000.0)),
+                      norm_eps=c.rms_norm_eps, qkv_bias=qkv_bias)
+    sd = model.state_dict()
+    out = {"embed.weight": sd["model.embed_tokens.weight"], "norm": sd["model.norm.weight"]}
+    for i in range(c.num_hidden_layers):
+        p, a, m = f"model.layers.{i}.", f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+        b = f"blocks.{i}."
+        out[b + "attn_norm"] = sd[p + "input_layernorm.weight"]
+        out[b + "mlp_norm"] = sd[p + "post_attention_layernorm.weight"]
+        out[b + "qkv.weight"] = torch.cat([sd[a + n + "_proj.weight"] for n in "qkv"])
+        if qkv_bias:
+            out[b + "qkv.bias"] = torch.cat([sd[a + n + "_proj.bias"] for n in "qkv"])
+        out[b + "o.weight"] = sd[a + "o_proj.weight"]
+        out[b + "gate_up.weight"] = torch.cat([sd[m + "gate_proj.weight"], sd[m + "up_proj.weight"]])
+        out[b + "down.weight"] = sd[m + "down_proj.weight"]
+    return cfg, out
