@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 import torch
 
 from tether.flow.cli import toy_summary
+from tether.flow.methods import with_hparams
 from tether.flow.toy.toy import ToyConfig, run_toy_dict
 
 SEEDS = (0, 1, 2)
@@ -23,29 +23,29 @@ def jobs(steps: int, bc_steps: int, width: int) -> list[ToyConfig]:
     grid = []
     for c, q, critic in ((2.0, 1.0, "misspecified"), (6.0, 1.0, "misspecified"), (2.0, 10.0, "misspecified"),
                          (2.0, 1.0, "learned")):
-        b = replace(base, critic_error=c, q_scale=q, critic=critic)
-        grid.append(replace(b, method="bc"))
+        b = with_hparams(base, critic_error=c, q_scale=q, critic=critic)
+        grid.append(with_hparams(b, method="bc"))
         if critic == "learned":
-            grid += [replace(b, method="qam", beta=10.0), replace(b, method="trqam", kl_budget=0.5)]
+            grid += [with_hparams(b, method="qam", beta=10.0), with_hparams(b, method="trqam", kl_budget=0.5)]
         elif (c, q) == (2.0, 1.0):
-            grid += [replace(b, method="qam", beta=x) for x in (1.0, 3.0, 10.0, 30.0)]
-            grid += [replace(b, method="trqam", kl_budget=x) for x in (0.1, 0.5, 2.0)]
-            grid += [replace(b, method="fql", alpha=x) for x in (10.0, 100.0)]
+            grid += [with_hparams(b, method="qam", beta=x) for x in (1.0, 3.0, 10.0, 30.0)]
+            grid += [with_hparams(b, method="trqam", kl_budget=x) for x in (0.1, 0.5, 2.0)]
+            grid += [with_hparams(b, method="fql", alpha=x) for x in (10.0, 100.0)]
         elif c == 6.0:
-            grid += [replace(b, method="qam", beta=x) for x in (3.0, 10.0)]
-            grid += [replace(b, method="trqam", kl_budget=x) for x in (0.5, 2.0)]
+            grid += [with_hparams(b, method="qam", beta=x) for x in (3.0, 10.0)]
+            grid += [with_hparams(b, method="trqam", kl_budget=x) for x in (0.5, 2.0)]
         else:
-            grid += [replace(b, method="qam", beta=3.0), replace(b, method="fql", alpha=10.0)]
-            grid += [replace(b, method="trqam", kl_budget=x) for x in (0.5, 2.0)]
-    return [replace(j, seed=s) for s in SEEDS for j in grid]
+            grid += [with_hparams(b, method="qam", beta=3.0), with_hparams(b, method="fql", alpha=10.0)]
+            grid += [with_hparams(b, method="trqam", kl_budget=x) for x in (0.5, 2.0)]
+    return [with_hparams(j, seed=s) for s in SEEDS for j in grid]
 
 
 def log_dual_jobs(steps: int, bc_steps: int, width: int) -> list[ToyConfig]:
     """Ablation (not in the paper): TRQAM with the dual step on log(lambda)."""
-    base = ToyConfig(method="trqam", steps=steps, bc_steps=bc_steps, width=width, log_dual=True)
-    grid = [replace(base, kl_budget=e, q_scale=q) for q in (1.0, 10.0) for e in (0.1, 0.5, 2.0)]
-    grid += [replace(base, kl_budget=e, critic_error=6.0) for e in (0.5, 2.0)]
-    return [replace(j, seed=s) for s in SEEDS for j in grid]
+    base = with_hparams(ToyConfig(), method="trqam", steps=steps, bc_steps=bc_steps, width=width, log_dual=True)
+    grid = [with_hparams(base, kl_budget=e, q_scale=q) for q in (1.0, 10.0) for e in (0.1, 0.5, 2.0)]
+    grid += [with_hparams(base, kl_budget=e, critic_error=6.0) for e in (0.5, 2.0)]
+    return [with_hparams(j, seed=s) for s in SEEDS for j in grid]
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from tether.flow.methods import with_hparams  # noqa: E402
 from tether.flow.toy.toy import ToyConfig, run_toy_dict  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     dual = {"toy": {}, "paper": {"eta": 0.01, "lam_scale": 3.0}, "log": {"log_dual": True}}[a.variant]
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8))
     for eps, q in runs:
-        cfg = ToyConfig(method="trqam", kl_budget=eps, critic_error=2.0, q_scale=q, steps=a.steps, bc_steps=2000,
+        cfg = with_hparams(ToyConfig(), method="trqam", kl_budget=eps, critic_error=2.0, q_scale=q, steps=a.steps, bc_steps=2000,
                         width=64, seed=a.seed, **dual)
         d = {"variant": a.variant, **run_toy_dict(cfg)}
         tr = d.pop("trace")

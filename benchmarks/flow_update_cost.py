@@ -60,8 +60,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     cfg = AgentConfig(horizon=5, hidden=(a.width,) * 4, critic_hidden=(a.width,) * 4, num_qs=a.num_qs, flow_steps=10)
-    build = {"fql": lambda: FQLAgent(FQLConfig(agent=cfg), 40, 5), "qam": lambda: QAMAgent(QAMConfig(agent=cfg), 40, 5),
-             "trqam": lambda: TRQAMAgent(TRQAMConfig(agent=cfg), 40, 5)}
+    build = {"fql": lambda: FQLAgent(FQLConfig(), 40, 5, agent=cfg), "qam": lambda: QAMAgent(QAMConfig(), 40, 5, agent=cfg),
+             "trqam": lambda: TRQAMAgent(TRQAMConfig(), 40, 5, agent=cfg)}
     agents = {name: build[name]() for name in a.agents.split(",")}
     for name, row in time_agents(agents, a.updates).items():
         print(json.dumps({"agent": name, "width": a.width, "num_qs": a.num_qs, **row}), flush=True)

@@ -14,9 +14,16 @@ from pathlib import Path
 from tether.core.rundir import read_jsonl
 
 
+def _hp(cfg: dict, section: str, name: str) -> float:
+    """A method hyper-parameter of a run's config.json: nested (`qam.beta`) or, in runs before the sections
+    were nested, flat (`beta`)."""
+    return cfg[section][name] if section in cfg else cfg[name]
+
+
 def label(cfg: dict) -> str:
     m = cfg["method"]
-    extra = {"qam": f" β={cfg['beta']:g}", "trqam": f" ε={cfg['kl_budget']:g}", "fql": f" α={cfg['alpha']:g}"}
+    extra = {"qam": f" β={_hp(cfg, 'qam', 'beta'):g}", "trqam": f" ε={_hp(cfg, 'trqam', 'kl_budget'):g}",
+             "fql": f" α={_hp(cfg, 'fql', 'alpha'):g}"}
     return m.upper() + extra.get(m, "")
 
 

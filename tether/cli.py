@@ -27,9 +27,10 @@ def _usage() -> str:
 
 def _run(cmd: Command, argv: Sequence[str], prog: str) -> int:
     if "-h" in argv or "--help" in argv:
-        print(help_text(cmd.config, prog=prog, description=cmd.help, presets=cmd.presets, positional=cmd.positional))
+        print(help_text(cmd.config, prog=prog, description=cmd.help, presets=cmd.presets, positional=cmd.positional,
+                        aliases=cmd.aliases))
         return 0
-    cfg = parse_args(cmd.config, argv, presets=cmd.presets, positional=cmd.positional)
+    cfg = parse_args(cmd.config, argv, presets=cmd.presets, positional=cmd.positional, aliases=cmd.aliases)
     from tether.core.seeding import one_thread  # imports torch: only once a command really runs
 
     one_thread()  # set OMP_NUM_THREADS to choose another count

@@ -240,7 +240,8 @@ def _validated(path: Path, raw: dict[str, Any]) -> Sweep:
         argv = tuple(_flags(list(fixed.items()) + list(point)))
         probe = list(argv) + (["--run.dir", str(out / name)] if has_run else [])
         try:
-            parse_args(cmd.config, probe, presets=cmd.presets, positional=cmd.positional)
+            parse_args(cmd.config, probe, presets=cmd.presets, positional=cmd.positional,
+                       aliases=cmd.aliases)
         except ConfigError as e:
             raise ConfigError(f"run {name!r} (tether {raw['command']} {shlex.join(argv)}): {e}") from None
         runs.append(Run(name, point, argv))
@@ -292,7 +293,8 @@ def execute_run(command: str, argv: list[str], run_dir: str, has_run: bool, thre
         print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: tether {command} {shlex.join(full)}")
         try:
             cmd = resolve_command(command)
-            rc = cmd.run(parse_args(cmd.config, full, presets=cmd.presets, positional=cmd.positional)) or 0
+            rc = cmd.run(parse_args(cmd.config, full, presets=cmd.presets, positional=cmd.positional,
+                       aliases=cmd.aliases)) or 0
             error = "" if rc == 0 else f"exit code {rc}"
         except SystemExit as e:  # a command that calls sys.exit(code)
             rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

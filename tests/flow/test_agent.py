@@ -10,7 +10,7 @@ TINY = AgentConfig(horizon=1, hidden=(16,), critic_hidden=(16,), num_qs=2, flow_
 
 
 def test_q_grad_is_zero_in_clipped_dimensions():
-    agent = QAMAgent(QAMConfig(agent=TINY), 0, 2, seed=0, fixed_critic=lambda o, a: a.sum(-1))
+    agent = QAMAgent(QAMConfig(), 0, 2, agent=TINY, seed=0, fixed_critic=lambda o, a: a.sum(-1))
     g = agent.q_grad(torch.zeros(3, 0), torch.tensor([[0.5, 1.5], [-2.0, 0.0], [0.1, 0.2]]))
     assert torch.equal(g, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
 
@@ -19,7 +19,7 @@ def test_frozen_reference_never_moves_and_ema_reference_does():
     ones = torch.ones(16)
     batch = ChunkBatch(torch.zeros(16, 0), torch.rand(16, 2), ones, 0 * ones, ones, torch.zeros(16, 0))
     for reference, moves in (("frozen", False), ("ema", True)):
-        agent = QAMAgent(QAMConfig(agent=TINY, reference=reference), 0, 2, seed=0, fixed_critic=lambda o, a: a.sum(-1))
+        agent = QAMAgent(QAMConfig(reference=reference), 0, 2, agent=TINY, seed=0, fixed_critic=lambda o, a: a.sum(-1))
         before = [p.clone() for p in agent.base.parameters()]
         m = agent.update(batch)
         changed = any(not torch.equal(a, b) for a, b in zip(before, agent.base.parameters(), strict=True))
@@ -38,7 +38,7 @@ def test_bc_agent_trains_only_the_flow():
 def test_non_finite_step_is_skipped_whole_and_counted():
     from tether.flow.trqam import TRQAMAgent, TRQAMConfig
 
-    agent = TRQAMAgent(TRQAMConfig(agent=TINY, kl_budget=0.1), 1, 2, seed=0)
+    agent = TRQAMAgent(TRQAMConfig(kl_budget=0.1), 1, 2, agent=TINY, seed=0)
     ones = torch.ones(16)
     bad = ChunkBatch(torch.zeros(16, 1), torch.rand(16, 2), ones * float("nan"), ones, ones, torch.zeros(16, 1))
     before = {k: v.clone() for k, v in agent.state_dict().items()}

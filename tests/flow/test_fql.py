@@ -19,7 +19,7 @@ def batch(n: int = 16) -> ChunkBatch:
 
 
 def test_actor_loss_gives_no_gradient_to_the_critic():
-    agent = FQLAgent(FQLConfig(agent=TINY, alpha=1.0), 3, 2, seed=0)
+    agent = FQLAgent(FQLConfig(alpha=1.0), 3, 2, agent=TINY, seed=0)
     loss, _ = agent.actor_loss(batch())
     loss.backward()
     assert all(p.grad is None for p in agent.critic.parameters())
@@ -27,7 +27,7 @@ def test_actor_loss_gives_no_gradient_to_the_critic():
 
 
 def test_distillation_dominates_with_large_alpha():
-    agent = FQLAgent(FQLConfig(agent=replace(TINY, lr=3e-3), alpha=1000.0), 3, 2, seed=0)
+    agent = FQLAgent(FQLConfig(alpha=1000.0), 3, 2, agent=replace(TINY, lr=3e-3), seed=0)
     first = agent.update(batch())["loss/distill"]
     for _ in range(40):
         last = agent.update(batch())["loss/distill"]

@@ -21,8 +21,8 @@ def bandit_batch(n: int) -> ChunkBatch:
 def test_trqam_actor_loss_is_lambda_times_qam_at_beta_one_over_lambda():
     """Same seed, same rollouts: TRQAM(lambda_eff) loss == lambda_eff * QAM(beta = 1/lambda_eff) loss, same KL."""
     lam = 2.0
-    qam = QAMAgent(QAMConfig(agent=TINY, beta=1 / lam, reference="frozen"), 0, 2, seed=3, fixed_critic=LINEAR_Q)
-    trq = TRQAMAgent(TRQAMConfig(agent=TINY, lam_scale=1.0, lam_init=lam, reference="frozen"), 0, 2, seed=3,
+    qam = QAMAgent(QAMConfig(beta=1 / lam, reference="frozen"), 0, 2, agent=TINY, seed=3, fixed_critic=LINEAR_Q)
+    trq = TRQAMAgent(TRQAMConfig(lam_scale=1.0, lam_init=lam, reference="frozen"), 0, 2, agent=TINY, seed=3,
                      fixed_critic=LINEAR_Q)
     trq.load_state_dict(qam.state_dict())
     lq, mq = qam.actor_loss(bandit_batch(32))
@@ -32,7 +32,7 @@ def test_trqam_actor_loss_is_lambda_times_qam_at_beta_one_over_lambda():
 
 
 def test_qam_fine_tune_raises_q_and_kl():
-    agent = QAMAgent(QAMConfig(agent=TINY, beta=3.0, reference="frozen"), 0, 2, seed=0, fixed_critic=LINEAR_Q)
+    agent = QAMAgent(QAMConfig(beta=3.0, reference="frozen"), 0, 2, agent=TINY, seed=0, fixed_critic=LINEAR_Q)
     agent.load_pretrained(agent.fast.state_dict())
     q0 = LINEAR_Q(None, agent.act(torch.zeros(2000, 0))).mean()
     for _ in range(60):

@@ -19,10 +19,10 @@ TINY = AgentConfig(horizon=2, hidden=(32, 32), critic_hidden=(32, 32), num_qs=2,
 
 def make(kind: str, seed: int = 0):
     if kind == "fql":
-        return FQLAgent(FQLConfig(agent=TINY, alpha=10.0), 2, 2, seed=seed)
+        return FQLAgent(FQLConfig(alpha=10.0), 2, 2, agent=TINY, seed=seed)
     if kind == "qam":
-        return QAMAgent(QAMConfig(agent=TINY, beta=1.0), 2, 2, seed=seed)
-    return TRQAMAgent(TRQAMConfig(agent=TINY, kl_budget=0.1), 2, 2, seed=seed)
+        return QAMAgent(QAMConfig(beta=1.0), 2, 2, agent=TINY, seed=seed)
+    return TRQAMAgent(TRQAMConfig(kl_budget=0.1), 2, 2, agent=TINY, seed=seed)
 
 
 @pytest.mark.parametrize("kind", ["fql", "qam", "trqam"])

@@ -53,10 +53,9 @@ def test_estimator_bias_at_k10_is_positive_and_vanishes_like_one_over_k():
 def gaussian_trqam(K: int, lam_eff: float, eta: float = 0.0, kl_budget: float = 1.0) -> TRQAMAgent:
     """TRQAM with the exact Gaussian base as frozen reference, a linear fixed critic, and a fast net
     = base + zero-initialised residual MLP (so it starts exactly at the base)."""
-    cfg = TRQAMConfig(agent=AgentConfig(horizon=1, hidden=(64, 64), critic_hidden=(8,), num_qs=1, lr=1e-3,
-                                        flow_steps=K, grad_clip=0.0),
-                      lam_scale=1.0, lam_init=lam_eff, eta=eta, kl_budget=kl_budget, reference="frozen")
-    agent = TRQAMAgent(cfg, 0, 2, seed=0, fixed_critic=lambda obs, a: a @ C)
+    net = AgentConfig(horizon=1, hidden=(64, 64), critic_hidden=(8,), num_qs=1, lr=1e-3, flow_steps=K, grad_clip=0.0)
+    cfg = TRQAMConfig(lam_scale=1.0, lam_init=lam_eff, eta=eta, kl_budget=kl_budget, reference="frozen")
+    agent = TRQAMAgent(cfg, 0, 2, agent=net, seed=0, fixed_critic=lambda obs, a: a @ C)
     base = gaussian_velocity(torch.zeros(2), S)
     residual = VelocityField(0, 2, (64, 64))
     nn.init.zeros_(residual.net[-1].weight)
@@ -87,8 +86,8 @@ def test_kl_estimator_is_exactly_zero_when_fast_equals_base():
 
 
 def test_kl_estimator_is_exactly_zero_for_copied_networks():
-    cfg = TRQAMConfig(agent=AgentConfig(horizon=2, hidden=(32,), critic_hidden=(16,), num_qs=2))
-    agent = TRQAMAgent(cfg, 3, 2, seed=1)
+    agent = TRQAMAgent(TRQAMConfig(), 3, 2, agent=AgentConfig(horizon=2, hidden=(32,), critic_hidden=(16,), num_qs=2),
+                       seed=1)
     agent.load_pretrained(agent.slow.state_dict())
     ones = torch.ones(8)
     batch = ChunkBatch(torch.randn(8, 3), torch.rand(8, 4), ones, ones, ones, torch.randn(8, 3))
@@ -136,14 +135,14 @@ def test_dual_is_the_papers_projected_step_unless_log_ablation():
 
 
 def test_trqam_checkpoint_round_trips_dual_state():
-    cfg = TRQAMConfig(agent=AgentConfig(horizon=1, hidden=(16,), critic_hidden=(16,), num_qs=2), kl_budget=0.1)
-    agent = TRQAMAgent(cfg, 2, 2, seed=0)
+    cfg, net = TRQAMConfig(kl_budget=0.1), AgentConfig(horizon=1, hidden=(16,), critic_hidden=(16,), num_qs=2)
+    agent = TRQAMAgent(cfg, 2, 2, agent=net, seed=0)
     ones = torch.ones(8)
     batch = ChunkBatch(torch.randn(8, 2), torch.rand(8, 2), ones, ones, ones, torch.randn(8, 2))
     m = agent.update(batch)
     assert {"dual/trqam/lambda", "kl/path", "kl/path_ema"} <= m.keys()
     state = agent.training_state()
-    other = TRQAMAgent(cfg, 2, 2, seed=1)
+    other = TRQAMAgent(cfg, 2, 2, agent=net, seed=1)
     other.load_training_state(state)
     assert torch.equal(other.dual_state.value, agent.dual_state.value)
     assert torch.equal(other.dual_state.smoothed, agent.dual_state.smoothed)

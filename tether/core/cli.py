@@ -23,3 +23,5 @@ class Command:
     """Named starting configs for `--preset NAME`."""
     positional: str | None = None
     """Name of a tuple field collecting positional arguments (e.g. run directories)."""
+    aliases: Mapping[str, str] | None = None
+    """Short flags for nested fields (`beta` -> `qam.beta`), accepted by the parser and shown in --help."""

@@ -231,8 +231,8 @@ def _replace(cfg: Any, values: dict[str, Any], prefix: str) -> Any:
 
 
 def _split_argv(argv: Sequence[str], leaves: Mapping[str, tuple[Any, type, str]],
-                positional: str | None) -> tuple[dict[str, Any], list[str]]:
-    """Split argv into {dotted field: raw string} and positional arguments."""
+                positional: str | None, aliases: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Split argv into {dotted field: raw string} and positional arguments (`aliases`: flag -> dotted field)."""
     flags: dict[str, Any] = {}
     rest: list[str] = []
     i = 0
@@ -246,6 +246,7 @@ def _split_argv(argv: Sequence[str], leaves: Mapping[str, tuple[Any, type, str]]
             continue
         key, eq, val = tok[2:].partition("=")
         key = ".".join(p.replace("-", "_") for p in key.split("."))
+        key = (aliases or {}).get(key, key)
         head, _, last = key.rpartition(".")
         negated = f"{head}.{last[3:]}" if head else last[3:]
         if not eq and last.startswith("no_") and negated in leaves and leaves[negated][0] is bool:
@@ -270,11 +271,13 @@ def _split_argv(argv: Sequence[str], leaves: Mapping[str, tuple[Any, type, str]]
 
 
 def parse_args(cfg_or_cls: Any, argv: Sequence[str], *, presets: Mapping[str, Callable[[], Any]] | None = None,
-               positional: str | None = None) -> Any:
+               positional: str | None = None, aliases: Mapping[str, str] | None = None) -> Any:
     """Build a config from CLI flags: `--a.b VALUE`, `--a.b=VALUE`, `--flag` (bool), `--no-flag`.
 
     `--preset NAME` (when `presets` is given) picks the starting config; other flags override it.
     `positional` names a tuple field that collects non-flag arguments (e.g. run directories).
+    `aliases` maps a short flag to a dotted field (`beta` -> `qam.beta`): the flat flags of a config whose
+    fields moved into a nested section keep working.
     """
     base = cfg_or_cls() if isinstance(cfg_or_cls, type) else cfg_or_cls
     argv = list(argv)
@@ -288,14 +291,14 @@ def parse_args(cfg_or_cls: Any, argv: Sequence[str], *, presets: Mapping[str, Ca
         base = presets[name]()
         del argv[j:j + 2]
     leaves = leaf_fields(type(base))
-    flags, rest = _split_argv(argv, leaves, positional)
+    flags, rest = _split_argv(argv, leaves, positional, aliases)
     if positional is not None and rest:
         flags[positional] = tuple(rest)  # one item per argument: a path may contain commas (sweep run names)
     return override(base, flags)
 
 
 def help_text(cfg_or_cls: Any, *, prog: str, description: str = "", presets: Mapping[str, Any] | None = None,
-              positional: str | None = None) -> str:
+              positional: str | None = None, aliases: Mapping[str, str] | None = None) -> str:
     """CLI help generated from the config's field types, defaults and attribute docstrings."""
     base = cfg_or_cls() if isinstance(cfg_or_cls, type) else cfg_or_cls
     usage = f"usage: {prog}" + (f" {positional.upper()}..." if positional else "") + " [--field VALUE ...]"
@@ -310,6 +313,8 @@ def help_text(cfg_or_cls: Any, *, prog: str, description: str = "", presets: Map
             value = getattr(value, part)
         flag = path if positional != path else f"{positional.upper()}... (positional)"
         doc = field_docs(owner).get(name, "")
-        lines.append(f"  --{flag}" if positional != path else f"  {flag}")
+        short = [a for a, target in (aliases or {}).items() if target == path]
+        also = f"  (or --{short[0]})" if short else ""
+        lines.append(f"  --{flag}{also}" if positional != path else f"  {flag}")
         lines.append(f"      {doc} [{_describe(tp)}; default: {value!r}]")
     return "\n".join(lines)

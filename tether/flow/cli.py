@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tether.core.cli import Command
 from tether.core.config import check
+from tether.flow.methods import METHOD_ALIASES, with_hparams
 from tether.flow.ogbench.data import DataSpec, generate, validate_env
 from tether.flow.ogbench.train import PRESETS, OGBenchConfig, run_train
 from tether.flow.toy.plots import plot_samples, plot_sweep
@@ -77,9 +78,9 @@ class ToyPlotConfig:
 
 
 def sample_panels(cfg: ToyPlotConfig, *, steps: int | None = None) -> list[tuple[str, dict]]:
-    base = ToyConfig(critic_error=cfg.critic_error, q_scale=cfg.q_scale, steps=steps or cfg.steps, bc_steps=cfg.bc_steps,
-                     width=cfg.width, seed=cfg.seed, beta=cfg.beta, kl_budget=cfg.kl_budget, alpha=cfg.alpha,
-                     log_dual=cfg.log_dual)
+    base = with_hparams(ToyConfig(), critic_error=cfg.critic_error, q_scale=cfg.q_scale, steps=steps or cfg.steps,
+                        bc_steps=cfg.bc_steps, width=cfg.width, seed=cfg.seed, beta=cfg.beta, kl_budget=cfg.kl_budget,
+                        alpha=cfg.alpha, log_dual=cfg.log_dual)
     runs = [("BC", replace(base, method="bc")), (f"FQL a={cfg.alpha:g}", replace(base, method="fql")),
             (f"QAM b={cfg.beta:g}", replace(base, method="qam")), (f"TRQAM eps={cfg.kl_budget:g}", replace(base, method="trqam"))]
     return [(name, run_toy_dict(c)) for name, c in runs]
@@ -108,10 +109,11 @@ def run_toy_plot(cfg: ToyPlotConfig) -> int:
     if cfg.results:
         rows = [json.loads(line) for line in Path(cfg.results).read_text().splitlines() if line.strip()]
     else:
-        base = ToyConfig(critic_error=cfg.critic_error, q_scale=cfg.q_scale, steps=cfg.steps, bc_steps=cfg.bc_steps,
-                         width=cfg.width, log_dual=cfg.log_dual)
-        rows = [toy_summary(run_toy_dict(replace(base, method="qam", beta=b, seed=s))) for b in cfg.betas for s in cfg.seeds]
-        rows += [toy_summary(run_toy_dict(replace(base, method="trqam", kl_budget=e, seed=s)))
+        base = with_hparams(ToyConfig(), critic_error=cfg.critic_error, q_scale=cfg.q_scale, steps=cfg.steps,
+                            bc_steps=cfg.bc_steps, width=cfg.width, log_dual=cfg.log_dual)
+        rows = [toy_summary(run_toy_dict(with_hparams(base, method="qam", beta=b, seed=s)))
+                for b in cfg.betas for s in cfg.seeds]
+        rows += [toy_summary(run_toy_dict(with_hparams(base, method="trqam", kl_budget=e, seed=s)))
                  for e in cfg.budgets for s in cfg.seeds]
     rows = [r for r in rows if _drawn(r, cfg)]
     print(plot_sweep(rows, out / f"trqam_toy_sweep_{tag}.png", title=f"critic error c={cfg.critic_error:g}, Q x {cfg.q_scale:g}"))
@@ -153,8 +155,9 @@ def run_data(cfg: DataConfig) -> int:
 COMMANDS = [
     Command("data", DataConfig, run_data, "generate an OGBench manipulation dataset locally (resumable, parallel)"),
     Command("train", OGBenchConfig, run_train, "BC pretraining, offline and online RL on an OGBench task "
-            "(bc/fql/qam/trqam)", presets=PRESETS),
-    Command("toy", ToyConfig, run_toy, "critic-error toy: fine-tune a BC flow with bc/fql/qam/trqam, print KL and reward"),
+            "(bc/fql/qam/trqam)", presets=PRESETS, aliases=METHOD_ALIASES),
+    Command("toy", ToyConfig, run_toy, "critic-error toy: fine-tune a BC flow with bc/fql/qam/trqam, print KL and reward",
+            aliases=METHOD_ALIASES),
     Command("toy-plot", ToyPlotConfig, run_toy_plot, "toy figures: actions over the reward landscape; KL/reward vs beta or eps"),
 ]
 

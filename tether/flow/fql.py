@@ -11,7 +11,7 @@ Acting uses mu: one forward pass, no ODE. The teacher is the training flow itsel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -28,8 +28,6 @@ from tether.flow.sampler import euler_sample
 class FQLConfig:
     """FQL hyper-parameters (alpha is tuned per domain, 1..1000)."""
 
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    """Networks and optimisation shared with QAM and TRQAM."""
     alpha: float = 300.0
     """Distillation coefficient alpha: weight of ||mu - ODE||^2 against -Q."""
     normalize_q: bool = False
@@ -42,9 +40,12 @@ class FQLConfig:
 class FQLAgent(FlowAgent):
     """FQL agent: BC flow (teacher), one-step policy (actor), critic ensemble."""
 
-    def __init__(self, cfg: FQLConfig, obs_dim: int, act_dim: int, *, seed: int = 0, fixed_critic=None):
+    def __init__(self, cfg: FQLConfig, obs_dim: int, act_dim: int, *, agent: AgentConfig | None = None, seed: int = 0,
+                 fixed_critic=None):
+        """`cfg`: FQL's own hyper-parameters; `agent`: networks and optimisation (shared by every method)."""
         self.fcfg = cfg
-        super().__init__(cfg.agent, obs_dim, act_dim, seed=seed, reference="ema", fixed_critic=fixed_critic)
+        super().__init__(agent or AgentConfig(), obs_dim, act_dim, seed=seed, reference="ema",
+                         fixed_critic=fixed_critic)
 
     def build_actor(self) -> None:
         self.onestep = OneStepPolicy(self.obs_dim, self.action_dim, self.cfg.hidden, layer_norm=self.cfg.actor_layer_norm)

@@ -15,7 +15,7 @@ copy with `reference="frozen"`). One update, top to bottom:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -32,8 +32,6 @@ from tether.flow.sampler import euler_sample, lean_adjoint, memoryless_g2, memor
 class QAMConfig:
     """QAM hyper-parameters (paper defaults; beta is tuned per domain in 1..30)."""
 
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    """Networks and optimisation shared with FQL and TRQAM."""
     beta: float = 3.0
     """Inverse temperature beta (`inv_temp`): target pi ∝ pi_0 exp(beta Q). Larger = more aggressive."""
     reference: Reference = "ema"
@@ -47,9 +45,12 @@ class QAMConfig:
 class QAMAgent(FlowAgent):
     """QAM agent: slow (BC) flow + EMA reference, fast (fine-tuned) flow, critic ensemble."""
 
-    def __init__(self, cfg: QAMConfig, obs_dim: int, act_dim: int, *, seed: int = 0, fixed_critic=None):
+    def __init__(self, cfg: QAMConfig, obs_dim: int, act_dim: int, *, agent: AgentConfig | None = None, seed: int = 0,
+                 fixed_critic=None):
+        """`cfg`: QAM's own hyper-parameters; `agent`: networks and optimisation (shared by every method)."""
         self.qcfg = cfg
-        super().__init__(cfg.agent, obs_dim, act_dim, seed=seed, reference=cfg.reference, fixed_critic=fixed_critic)
+        super().__init__(agent or AgentConfig(), obs_dim, act_dim, seed=seed, reference=cfg.reference,
+                         fixed_critic=fixed_critic)
 
     def build_actor(self) -> None:
         self.fast = VelocityField(self.obs_dim, self.action_dim, self.cfg.hidden, layer_norm=self.cfg.actor_layer_norm)

@@ -17,7 +17,7 @@ Reconstructed from the official code (yonghdong/trqam @ 02599ce); the paper's ow
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -31,8 +31,6 @@ from tether.flow.qam import QAMAgent, QAMConfig
 class TRQAMConfig:
     """TRQAM hyper-parameters (official defaults)."""
 
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    """Networks and optimisation shared with FQL and QAM."""
     kl_budget: float = 1.0
     """Path-KL budget eps per executed action (nats)."""
     lam_scale: float = 3.0
@@ -72,11 +70,13 @@ class TRQAMConfig:
 class TRQAMAgent(QAMAgent):
     """QAM with a KL-budgeted trust region. Owns the dual state (checkpointed with the agent)."""
 
-    def __init__(self, cfg: TRQAMConfig, obs_dim: int, act_dim: int, *, seed: int = 0, fixed_critic=None):
+    def __init__(self, cfg: TRQAMConfig, obs_dim: int, act_dim: int, *, agent: AgentConfig | None = None, seed: int = 0,
+                 fixed_critic=None):
+        """`cfg`: TRQAM's own hyper-parameters; `agent`: networks and optimisation (shared by every method)."""
         self.tcfg, self.dual = cfg, cfg.dual()
         self.dual_state: DualState = self.dual.init_state()
-        qcfg = QAMConfig(agent=cfg.agent, beta=0.0, reference=cfg.reference)  # beta unused: see temperature_terms
-        super().__init__(qcfg, obs_dim, act_dim, seed=seed, fixed_critic=fixed_critic)
+        qcfg = QAMConfig(beta=0.0, reference=cfg.reference)  # beta unused: see temperature_terms
+        super().__init__(qcfg, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic)
 
     @property
     def lambda_eff(self) -> Tensor:

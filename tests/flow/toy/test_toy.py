@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tether.core.config import ConfigError
+from tether.flow.methods import with_hparams
 from tether.flow.toy.toy import ToyConfig, critic_hat, modes, run_toy_dict, support_distance, true_reward
 
 KEYS = {"method", "realised_kl", "lambda", "true_reward", "believed_q", "on_support"}
@@ -37,7 +38,7 @@ def test_toy_config_validation():
     with pytest.raises(ConfigError, match="method"):
         ToyConfig(method="sac")
     with pytest.raises(ConfigError, match="kl_budget"):
-        ToyConfig(kl_budget=-1.0)
+        with_hparams(ToyConfig(), kl_budget=-1.0)
 
 
 @pytest.mark.slow
@@ -45,9 +46,9 @@ def test_q_times_ten_qam_collapses_trqam_holds():
     """Acceptance (brief §5.5 test 2, short-run form): under Q x 10, QAM at beta = 3 leaves the support while
     TRQAM at eps = 0.5 keeps its tail-mean KL within +-30% of eps and stays on support like BC (~1 min)."""
     base = ToyConfig(critic_error=2.0, q_scale=10.0, steps=600, bc_steps=1500, width=64, seed=0)
-    bc = run_toy_dict(ToyConfig(**{**base.__dict__, "method": "bc"}))
-    qam = run_toy_dict(ToyConfig(**{**base.__dict__, "method": "qam", "beta": 3.0}))
-    trq = run_toy_dict(ToyConfig(**{**base.__dict__, "method": "trqam", "kl_budget": 0.5}))
+    bc = run_toy_dict(with_hparams(base, method="bc"))
+    qam = run_toy_dict(with_hparams(base, method="qam", beta=3.0))
+    trq = run_toy_dict(with_hparams(base, method="trqam", kl_budget=0.5))
     assert qam["on_support"] < 0.3 * bc["on_support"] and qam["realised_kl"] > 10
     assert abs(trq["realised_kl_tail_mean"] / 0.5 - 1) < 0.3
     assert trq["on_support"] > 0.7 * bc["on_support"] and trq["true_reward"] > qam["true_reward"]

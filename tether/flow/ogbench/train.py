@@ -14,29 +14,25 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from tether.core.checkpoint import load_checkpoint, save_checkpoint
 from tether.core.config import check
 from tether.core.progress import progress
-from tether.core.registry import Registry
 from tether.core.rundir import RunConfig, RunDir, read_jsonl, write_json_atomic
 from tether.core.seeding import generator
-from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
+from tether.flow.agent import AgentConfig, BCAgent
 from tether.flow.data import ReplayBuffer
-from tether.flow.fql import FQLAgent, FQLConfig
+from tether.flow.fql import FQLConfig
+from tether.flow.methods import METHODS, Method, build_agent
 from tether.flow.ogbench.data import sha256
 from tether.flow.ogbench.env import OGBenchEnv, ParallelEvaluator, Reward, Task, load_buffer
-from tether.flow.qam import QAMAgent, QAMConfig
+from tether.flow.qam import QAMConfig
 from tether.flow.train import TrainConfig, fit
-from tether.flow.trqam import TRQAMAgent, TRQAMConfig
-
-Method = Literal["bc", "fql", "qam", "trqam"]
+from tether.flow.trqam import TRQAMConfig
 
 
 @dataclass(frozen=True)
@@ -46,19 +42,17 @@ class OGBenchConfig:
     task: str = "scene-play-singletask-task2-v0"
     """OGBench single-task name '<domain>-<dataset>-singletask-task<1..5>-v0'."""
     method: Method = "trqam"
-    """bc (the pretrained flow, BC continued), fql, qam or trqam."""
+    """bc (the pretrained flow, BC continued), fql, qam or trqam (`tether.flow.methods`)."""
     data_dir: str = "data/ogbench"
     """Directory holding '<domain>-<dataset>-v0.npz' and '-val.npz' (from `tether flow data` or OGBench)."""
     reward: Reward = "sparse"
     """'sparse' = -1[not all subtasks done] (QAM's choice for scene/puzzle); 'dense' = OGBench's subtask count."""
-    beta: float = 1.0
-    """QAM inverse temperature (paper: scene 1, puzzle-3x3 3, cube-double 1)."""
-    alpha: float = 300.0
-    """FQL distillation coefficient (paper: 300 for scene, cube, puzzle-3x3)."""
-    kl_budget: float = 1.0
-    """TRQAM path-KL budget eps per executed action (paper default 1)."""
-    lam_scale: float = 3.0
-    """TRQAM lambda_eff = lam_scale * lambda (paper: 3)."""
+    fql: FQLConfig = field(default_factory=FQLConfig)
+    """FQL's hyper-parameters (`--alpha` = `--fql.alpha`; its default 300 is the paper's scene/cube/puzzle value)."""
+    qam: QAMConfig = field(default_factory=lambda: QAMConfig(beta=1.0))
+    """QAM's hyper-parameters (`--beta` = `--qam.beta`; beta 1 here: the paper's scene and cube-double value)."""
+    trqam: TRQAMConfig = field(default_factory=TRQAMConfig)
+    """TRQAM's hyper-parameters (`--kl-budget`, `--lam-scale`; the defaults are the paper's)."""
     bc_steps: int = 300_000
     """BC pretraining updates (paper 300K); 0 = start from a randomly initialised flow."""
     bc_dir: str = "runs/bc"
@@ -85,30 +79,6 @@ class OGBenchConfig:
         check(self.eval_workers >= 1 and self.eval_envs >= 1, "eval_workers/eval_envs",
               (self.eval_workers, self.eval_envs), ">= 1")
         check(self.max_episode_steps >= 0, "max_episode_steps", self.max_episode_steps, ">= 0")
-
-
-METHODS: Registry[Callable[[OGBenchConfig, int, int], FlowAgent]] = Registry("method")
-
-
-@METHODS.register("bc")
-def _bc(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
-    return BCAgent(cfg.agent, obs_dim, act_dim, seed=cfg.run.seed)
-
-
-@METHODS.register("fql")
-def _fql(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
-    return FQLAgent(FQLConfig(agent=cfg.agent, alpha=cfg.alpha), obs_dim, act_dim, seed=cfg.run.seed)
-
-
-@METHODS.register("qam")
-def _qam(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
-    return QAMAgent(QAMConfig(agent=cfg.agent, beta=cfg.beta), obs_dim, act_dim, seed=cfg.run.seed)
-
-
-@METHODS.register("trqam")
-def _trqam(cfg: OGBenchConfig, obs_dim: int, act_dim: int) -> FlowAgent:
-    tc = TRQAMConfig(agent=cfg.agent, kl_budget=cfg.kl_budget, lam_scale=cfg.lam_scale)
-    return TRQAMAgent(tc, obs_dim, act_dim, seed=cfg.run.seed)
 
 
 def dataset_digest(path: Path) -> str:
@@ -165,7 +135,7 @@ def run_train(cfg: OGBenchConfig) -> int:
     start = time.perf_counter()
     run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
     buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=cfg.schedule.online_steps)
-    agent = METHODS.get(cfg.method)(cfg, buffer.obs.shape[1], buffer.actions.shape[1])
+    agent = build_agent(cfg.method, cfg, cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed)
     if cfg.bc_steps and not cfg.run.resume:
         agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))
     s = cfg.schedule

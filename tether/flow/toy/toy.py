@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -22,15 +22,16 @@ from torch import Tensor
 from tether.core.config import check
 from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
 from tether.flow.data import ChunkBatch
-from tether.flow.fql import FQLAgent, FQLConfig
+from tether.flow.fql import FQLConfig
 from tether.flow.losses import path_kl
+from tether.flow.methods import METHODS, Method
+from tether.flow.methods import build_agent as build_agent_of
 from tether.flow.qam import QAMAgent, QAMConfig
 from tether.flow.sampler import memoryless_g2, memoryless_rollout
 from tether.flow.trqam import TRQAMAgent, TRQAMConfig
 
 RADIUS, MODE_STD, REWARD_WIDTH, ON_SUPPORT = 0.6, 0.05, 0.1, 0.15
 WEIGHTS = (1.0, 0.6, 0.0, 0.0, 0.0, 0.3)
-Method = Literal["bc", "fql", "qam", "trqam"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,14 @@ class ToyConfig:
 
     method: Method = "trqam"
     """Which fine-tuning: bc (no fine-tuning), fql, qam or trqam."""
-    beta: float = 3.0
-    """QAM inverse temperature beta."""
-    kl_budget: float = 0.5
-    """TRQAM path-KL budget eps (nats per action)."""
-    alpha: float = 10.0
-    """FQL distillation coefficient alpha."""
+    fql: FQLConfig = field(default_factory=lambda: FQLConfig(alpha=10.0))
+    """FQL's hyper-parameters (`--alpha` = `--fql.alpha`; alpha 10 on the toy's unit-scale critic)."""
+    qam: QAMConfig = field(default_factory=lambda: QAMConfig(reference="frozen"))
+    """QAM's hyper-parameters (`--beta` = `--qam.beta`); the toy's reference is the frozen BC flow."""
+    trqam: TRQAMConfig = field(default_factory=lambda: TRQAMConfig(kl_budget=0.5, lam_scale=1.0, eta=0.05,
+                                                                   reference="frozen"))
+    """TRQAM's hyper-parameters (`--kl-budget`, `--lam-scale`, `--eta`, `--log-dual`); on the toy eps 0.5,
+    lam_scale 1 and eta 0.05 (the paper's 3 and 0.01 are for OGBench), frozen reference."""
     critic_error: float = 2.0
     """Strength c of the optimistic off-support ramp in the critic."""
     q_scale: float = 1.0
@@ -59,22 +62,14 @@ class ToyConfig:
     """Hidden width of the 3-layer actor and critic MLPs."""
     batch_size: int = 256
     """Batch size of every update."""
-    lam_scale: float = 1.0
-    """TRQAM lambda_eff = lam_scale * lambda (paper: 3; toy: 1)."""
-    eta: float = 0.05
-    """TRQAM dual step size (paper: 0.01; toy: 0.05)."""
-    log_dual: bool = False
-    """TRQAM ablation (not in the paper): dual step on log(lambda)."""
     seed: int = 0
     """Seed of BC pretraining, fine-tuning and evaluation."""
     json: bool = False
     """Print one JSON object instead of a table."""
 
     def __post_init__(self) -> None:
-        check(self.method in ("bc", "fql", "qam", "trqam"), "method", self.method, "bc, fql, qam or trqam")
+        check(self.method in METHODS, "method", self.method, METHODS.names())
         check(self.critic in ("misspecified", "learned"), "critic", self.critic, "'misspecified' or 'learned'")
-        check(self.beta >= 0 and self.alpha >= 0, "beta/alpha", (self.beta, self.alpha), ">= 0")
-        check(self.kl_budget > 0, "kl_budget", self.kl_budget, "> 0")
         check(self.steps >= 0 and self.bc_steps >= 0, "steps", (self.steps, self.bc_steps), ">= 0")
         check(self.width >= 1 and self.batch_size >= 2, "width/batch_size", (self.width, self.batch_size), ">= 1 / >= 2")
 
@@ -128,20 +123,12 @@ def bandit_batch(actions: Tensor, rewards: Tensor | None = None) -> ChunkBatch:
 
 
 def build_agent(cfg: ToyConfig) -> FlowAgent:
+    """The method's agent on the toy (bandit: no observation, 2-D actions), loaded with the cached BC flow."""
     fixed = None
     if cfg.critic == "misspecified":
         fixed = lambda obs, a: critic_hat(a, critic_error=cfg.critic_error, q_scale=cfg.q_scale)  # noqa: E731
-    ac = agent_config(cfg, 3e-4)
-    if cfg.method == "bc":
-        agent = BCAgent(ac, 0, 2, seed=cfg.seed, reference="frozen")
-    elif cfg.method == "fql":
-        agent = FQLAgent(FQLConfig(agent=ac, alpha=cfg.alpha), 0, 2, seed=cfg.seed, fixed_critic=fixed)
-    elif cfg.method == "qam":
-        agent = QAMAgent(QAMConfig(agent=ac, beta=cfg.beta, reference="frozen"), 0, 2, seed=cfg.seed, fixed_critic=fixed)
-    else:
-        tc = TRQAMConfig(agent=ac, kl_budget=cfg.kl_budget, lam_scale=cfg.lam_scale, eta=cfg.eta, reference="frozen",
-                         log_dual=cfg.log_dual)
-        agent = TRQAMAgent(tc, 0, 2, seed=cfg.seed, fixed_critic=fixed)
+    agent = build_agent_of(cfg.method, cfg, agent_config(cfg, 3e-4), 0, 2, seed=cfg.seed, fixed_critic=fixed,
+                           bc_reference="frozen")
     agent.load_pretrained(pretrained_flow(cfg.seed, cfg.width, cfg.bc_steps, cfg.batch_size))
     return agent
 
@@ -202,9 +189,9 @@ def run_toy_dict(cfg: ToyConfig) -> dict:
         "method": cfg.method, **metrics, "lambda": lam,
         "realised_kl_tail_mean": float(torch.stack(tail).mean()) if tail else None,
         "critic_error": cfg.critic_error, "q_scale": cfg.q_scale, "critic": cfg.critic, "seed": cfg.seed,
-        "steps": cfg.steps, "beta": cfg.beta if cfg.method == "qam" else None,
-        "kl_budget": cfg.kl_budget if cfg.method == "trqam" else None,
-        "log_dual": cfg.log_dual if cfg.method == "trqam" else None,
-        "alpha": cfg.alpha if cfg.method == "fql" else None,
+        "steps": cfg.steps, "beta": cfg.qam.beta if cfg.method == "qam" else None,
+        "kl_budget": cfg.trqam.kl_budget if cfg.method == "trqam" else None,
+        "log_dual": cfg.trqam.log_dual if cfg.method == "trqam" else None,
+        "alpha": cfg.fql.alpha if cfg.method == "fql" else None,
         "trace": trace, "samples": samples,
     }
