@@ -61,3 +61,21 @@ def test_mean_var_whiten():
 def test_shape_mismatch_never_broadcasts():
     with pytest.raises(ValueError, match="shape"):
         masked_mean(torch.zeros(4, 6), torch.ones(4, 1, dtype=torch.bool))
+
+
+def test_aggregate_normalizer_per_mode_makes_micro_batches_sum_to_the_full_loss():
+    from tether.core.masked import AGGREGATION_MODES, aggregate_normalizer
+
+    torch.manual_seed(0)
+    x, mask = torch.randn(6, 5), torch.rand(6, 5) > 0.3
+    assert aggregate_normalizer("token_mean_global", mask, max_tokens=5) == float(mask.sum())
+    assert aggregate_normalizer("seq_mean_token_mean", mask, max_tokens=5) == 6.0
+    assert aggregate_normalizer("seq_sum_const", mask, max_tokens=5) == 30.0
+    assert aggregate_normalizer("token_mean_local", mask, max_tokens=5) is None
+    for mode in set(AGGREGATION_MODES) - {"token_mean_local"}:
+        norm = aggregate_normalizer(mode, mask, max_tokens=5)
+        full = aggregate(x, mask, mode=mode, normalizer=norm)
+        parts = sum(aggregate(x[i:i + 2], mask[i:i + 2], mode=mode, normalizer=norm) for i in range(0, 6, 2))
+        torch.testing.assert_close(full, parts)
+    with pytest.raises(ValueError, match="unknown aggregation mode 'nope'"):
+        aggregate_normalizer("nope", mask, max_tokens=5)

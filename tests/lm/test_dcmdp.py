@@ -100,8 +100,7 @@ def test_reusing_theta_old_for_the_exact_fp32_engine_equals_its_recompute():
     assert fast.reuse_exact and not fast.engine.recompute
     slow = GRPOTrainer(_cfg(**{"optim.micro_batch": "16"}))  # micro-batching disables the reuse
     assert not slow.reuse_exact and slow.engine.recompute
-    b_fast, b_slow = fast.rollout(), slow.rollout()
-    fast.prepare(b_fast, 0.0)
-    slow.prepare(b_slow, 0.0)
+    b_fast, _ = fast.prepare(fast.rollout(), 0.0)
+    b_slow, _ = slow.prepare(slow.rollout(), 0.0)
     assert torch.equal(b_fast.ids, b_slow.ids)  # same seed, same tokens
     assert torch.equal(b_fast.rollout_logp, b_slow.rollout_logp)

@@ -13,11 +13,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from tether.coherence import envs
+from tether.coherence.envs import EnvName
 from tether.coherence.incoherence import incoherence
 from tether.coherence.mdp import LayeredMDP, uniform_policy
 from tether.coherence.neural.cli import NEURAL_COMMANDS, _finite, neural_demo_section, plot_run_dir
@@ -29,8 +29,6 @@ from tether.core.config import check
 __all__ = ["SweepConfig", "PlotConfig", "build_env", "sweep_rows", "run_sweep", "run_plot", "COMMANDS",
            "demo_section"]
 
-EnvName = Literal["mountain-race", "easy-mountain-race", "deep-mountain-race", "stochastic-counterexample",
-                  "success-vs-return", "policy-stability", "random-tree", "random-dag", "cliff-gridworld"]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ missing in the tex; delta = 1 reproduces the figure (fixed point root (4/7, 3/7)
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -20,7 +22,7 @@ from tether.coherence.mdp import LayeredMDP, unroll
 
 __all__ = ["mountain_race", "easy_mountain_race", "deep_mountain_race", "stochastic_counterexample",
            "success_vs_return_counterexample", "policy_stability_example", "random_tree", "random_dag",
-           "cliff_gridworld", "ENVS"]
+           "cliff_gridworld", "ENVS", "EnvName"]
 
 
 def _log(x) -> np.ndarray:
@@ -182,6 +184,7 @@ def cliff_gridworld(height: int = 3, width: int = 5, horizon: int = 10, slip: fl
     return unroll(P, log_q, init, horizon, terminal_log_value=terminal)
 
 
-ENVS = ("mountain-race", "easy-mountain-race", "deep-mountain-race", "stochastic-counterexample",
-        "success-vs-return", "policy-stability", "random-tree", "random-dag", "cliff-gridworld")
+EnvName = Literal["mountain-race", "easy-mountain-race", "deep-mountain-race", "stochastic-counterexample",
+                  "success-vs-return", "policy-stability", "random-tree", "random-dag", "cliff-gridworld"]
 """Environment names accepted by the CLI (`tether coherence sweep --env NAME`)."""
+ENVS: tuple[str, ...] = get_args(EnvName)

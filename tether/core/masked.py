@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["masked_sum", "masked_mean", "masked_var", "masked_whiten", "aggregate", "AGGREGATION_MODES"]
+__all__ = ["aggregate_normalizer", "masked_sum", "masked_mean", "masked_var", "masked_whiten", "aggregate", "AGGREGATION_MODES"]
 
 AggregationMode = Literal["token_mean_global", "token_mean_local", "seq_mean_token_mean", "seq_sum_const"]
 AGGREGATION_MODES: tuple[str, ...] = AggregationMode.__args__
@@ -85,3 +85,17 @@ def aggregate(per_token: Tensor, mask: Tensor, *, mode: str, normalizer: float |
         n_seq = per_token.shape[0] if normalizer is None else normalizer
         return per_seq.sum() / n_seq
     raise ValueError(f"unknown aggregation mode {mode!r}; expected one of {list(AGGREGATION_MODES)}")
+
+
+def aggregate_normalizer(mode: str, mask: Tensor, *, max_tokens: int) -> float | None:
+    """The `normalizer` of `aggregate(mode=...)` for a whole minibatch `mask` (B, T), computed once before it is
+    split into micro-batches, so that accumulating micro-batch losses equals the full-batch loss (1x8 == 8x1).
+
+    `max_tokens` is the completion cap (the constant of seq_sum_const); token_mean_local needs none (None)."""
+    if mode not in AGGREGATION_MODES:
+        raise ValueError(f"unknown aggregation mode {mode!r}; expected one of {list(AGGREGATION_MODES)}")
+    per_mode = {"token_mean_global": lambda: float(mask.sum().clamp(min=1)),
+                "seq_mean_token_mean": lambda: float(mask.shape[0]),
+                "seq_sum_const": lambda: float(mask.shape[0] * max_tokens),
+                "token_mean_local": lambda: None}
+    return per_mode[mode]()

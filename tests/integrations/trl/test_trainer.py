@@ -194,7 +194,7 @@ def test_theta_old_forward_is_shared_with_trl(tmp_path, num_iterations):
 
 def test_trl_path_matches_tethers_own_trainer_on_the_same_batch(tmp_path):
     """Same weights, same completions and engine log-probs: TRL's shaped advantages and loss equal tether's
-    GRPOTrainer (`prepare` + `_micro_loss`), with DCMDP (lambda = 0.3) stacked on token TIS."""
+    GRPOTrainer (`prepare` + `backward`), with DCMDP (lambda = 0.3) stacked on token TIS."""
     k = CorrectionConfig(name="dcmdp+tis_token", lambda_init=0.3)
     tr = _trainer(tmp_path, rewards=("lp",), rollout=engine_rollout("fp16", noise=0.2), tether={"correction": k},
                   epsilon=0.2, epsilon_high=0.28)
@@ -219,13 +219,13 @@ def test_trl_path_matches_tethers_own_trainer_on_the_same_batch(tmp_path):
     batch = TrainBatch(reps, texts, [parse_answer(t) for t in texts], torch.arange(2).repeat_interleave(G),
                        torch.cat([out["prompt_ids"], out["completion_ids"]], 1),
                        torch.cat([out["prompt_mask"].bool(), comp], 1), start, comp,
-                       tr.tether_batch.rollout_logp, torch.zeros(2 * G), torch.zeros(2 * G))
-    own.prepare(batch, lam=0.3)
+                       tr.tether_batch.rollout_logp)
+    batch, _ = own.prepare(batch, lam=0.3)
     c = batch.correction
     torch.testing.assert_close(out["advantages"], (batch.adv[:, None] + c.adv_shift) * c.weight * c.keep,
                                atol=1e-5, rtol=1e-5)
     assert c.adv_shift.abs().max() > 0 and (c.weight != 1).any()  # both corrections are active
-    own_loss = own._micro_loss(batch, float(comp.sum()))
+    own_loss = own.backward(batch)   # token_mean_global: normalised by the batch's completion tokens
     torch.testing.assert_close(trl_loss, own_loss, atol=1e-5, rtol=1e-5)
 
 

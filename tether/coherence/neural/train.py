@@ -43,15 +43,16 @@ from tether.coherence.values import expected_return, occupancy, success_probabil
 __all__ = ["NeuralConfig", "make_env", "behaviour_prior", "occupancy_tv", "count_policy", "run_seed",
            "run", "aggregate"]
 
-EnvName = Literal["mountain-race", "easy-mountain-race", "deep-mountain-race", "stochastic-counterexample",
-                  "success-vs-return"]
+NeuralEnvName = Literal["mountain-race", "easy-mountain-race", "deep-mountain-race", "stochastic-counterexample",
+                        "success-vs-return"]
+"""The environments the neural re-training supports (a subset of `tether.coherence.envs.EnvName`)."""
 
 
 @dataclass(frozen=True)
 class NeuralConfig:
     """`tether coherence neural`: a goal-conditioned sequence model re-trained on its own rollouts."""
 
-    env: EnvName = "mountain-race"
+    env: NeuralEnvName = "mountain-race"
     """Environment (a small tree-like LayeredMDP of the coherence engine)."""
     depth: int = 3
     """Depth d of the deep mountain race (T = d + 1)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from torch import Tensor
 from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from tether.core.duals import DualState
 from tether.core.kl import kl_estimate
-from tether.core.masked import aggregate, masked_mean
+from tether.core.masked import aggregate, aggregate_normalizer, masked_mean
 from tether.core.metrics import Metrics
 from tether.core.progress import progress
 from tether.core.rundir import RunDir
@@ -56,7 +56,9 @@ from tether.lm.rollout.mismatch import mismatch_metrics
 
 @dataclass
 class TrainBatch:
-    """Everything the update needs for one rollout batch; all tensors share the row order."""
+    """One rollout batch; `rollout` fills the sample fields, `prepare` returns a copy with the rest filled in.
+
+    All tensors share the row order."""
 
     problems: list[Problem]
     completions: list[str]
@@ -67,8 +69,8 @@ class TrainBatch:
     start: int                 # P: index of the first completion token
     comp_mask: Tensor          # (B, T) bool completion tokens incl. EOS
     rollout_logp: Tensor       # (B, T) engine log-probs of the sampled tokens
-    rewards: Tensor            # (B,)
-    adv: Tensor                # (B,) group-relative advantage of each sequence
+    rewards: Tensor | None = None    # (B,) after `prepare`
+    adv: Tensor | None = None        # (B,) group-relative advantage of each sequence, after `prepare`
     old_logp: Tensor | None = None   # (B, T) trainer log-probs at theta_old (the recompute)
     ref_logp: Tensor | None = None   # (B, T) reference log-probs (None: no KL)
     correction: Correction | None = None  # (B, T) weights / keep mask / advantage shift (+ penalty)
@@ -82,8 +84,8 @@ class TrainBatch:
                                                  c.reward_shift[rows], c.penalty)
         return TrainBatch([self.problems[i] for i in idx], [self.completions[i] for i in idx],
                           [self.parsed[i] for i in idx], self.group_ids[rows], self.ids[rows], self.mask[rows],
-                          self.start, self.comp_mask[rows], self.rollout_logp[rows], self.rewards[rows],
-                          self.adv[rows], pick(self.old_logp), pick(self.ref_logp), corr, pick(self.live_logp))
+                          self.start, self.comp_mask[rows], self.rollout_logp[rows], pick(self.rewards),
+                          pick(self.adv), pick(self.old_logp), pick(self.ref_logp), corr, pick(self.live_logp))
 
 
 class GRPOTrainer:
@@ -148,7 +150,7 @@ class GRPOTrainer:
         with self.timer("rollout"):
             batch = self.rollout()
         lam = float(self.dual_state.value) if self.dual_state is not None else 0.0   # applied this step
-        delta_mean = self.prepare(batch, lam)
+        batch, delta_mean = self.prepare(batch, lam)
         if c.samples_every and (self.step_count + 1) % c.samples_every == 0:
             self.dump_samples(batch, step=self.step_count + 1)
         if c.algo.filter_zero_std:
@@ -157,7 +159,8 @@ class GRPOTrainer:
             batch = batch.select(keep.nonzero()[:, 0])
         if batch.rewards.numel() > 0:
             with self.timer("ref_logp"):
-                batch.ref_logp = self.stats_of(self.ref, batch)["logp"] if self.ref is not None else None
+                if self.ref is not None:
+                    batch = replace(batch, ref_logp=self.stats_of(self.ref, batch)["logp"])
             with self.timer("update"):
                 self.update(batch)
         if self.dcmdp is not None:  # once per step, after the update, with this batch's mismatch
@@ -171,21 +174,31 @@ class GRPOTrainer:
         out.update(self.detectors.update(self.step_count, out))
         return out
 
-    def prepare(self, batch: TrainBatch, lam: float) -> Tensor:
-        """theta_old recompute, mismatch metrics, corrections, rewards and advantages; returns delta-bar."""
+    def prepare(self, batch: TrainBatch, lam: float) -> tuple[TrainBatch, Tensor]:
+        """theta_old forward, mismatch metrics and corrections, rewards and advantages of a rollout batch.
+
+        Returns the batch with those fields filled in (a new object) and delta-bar, the batch mean
+        |p_train - p_inf| that DCMDP's dual step reads."""
         with self.timer("old_logp"):
-            if self.fused:  # the update's forward, kept attached (see build_engine)
-                live = self._forward(self.policy, batch, self._needed_stats())
-                batch.live_logp, stats = live["logp"], {k: v.detach() for k, v in live.items()}
-            else:
-                stats = self.stats_of(self.policy, batch, self._needed_stats())
-            batch.old_logp = stats["logp"]
-        if self.reuse_exact:
-            batch.rollout_logp = batch.old_logp.masked_fill(~batch.comp_mask, 0.0)
-        delta_mean = self.correct(batch, lam)
+            stats, live_logp = self.theta_old_forward(batch)
+        # exact fp32 engine: its own log-probs would be this very forward (see build_engine)
+        rollout_logp = stats["logp"].masked_fill(~batch.comp_mask, 0.0) if self.reuse_exact else batch.rollout_logp
+        correction, delta_mean = self.correct(batch, stats["logp"], rollout_logp, lam)
         with self.timer("reward"):
-            self.score(batch, stats)
-        return delta_mean
+            rewards, adv = self.score(batch, stats, correction.reward_shift)
+        return replace(batch, old_logp=stats["logp"], live_logp=live_logp, rollout_logp=rollout_logp,
+                       correction=correction, rewards=rewards, adv=adv), delta_mean
+
+    def theta_old_forward(self, batch: TrainBatch) -> tuple[dict[str, Tensor], Tensor | None]:
+        """The trainer's log-probs (B, T) at theta_old plus the per-token statistics the reward needs, no grad.
+
+        In fused mode (exact fp32, one optimizer step per batch) this is the update's own forward, run once
+        with grad: it returns the detached statistics and the log-probs still attached to the graph, which
+        the loss then uses (ratio exactly 1); otherwise the second value is None."""
+        if self.fused:
+            live = self._forward(self.policy, batch, self._needed_stats())
+            return {k: v.detach() for k, v in live.items()}, live["logp"]
+        return self.stats_of(self.policy, batch, self._needed_stats()), None
 
     def _needed_stats(self) -> tuple[str, ...]:
         """Per-token statistics of the theta_old forward: the reward's needs, plus entropy for logging."""
@@ -210,15 +223,15 @@ class GRPOTrainer:
         self.metrics.log_dict({"rollout/len_mean": lengths.mean(), "rollout/len_max": lengths.max(),
                                "rollout/truncated_frac": (~(out.tokens == self.tok.eos_id).any(-1)).float().mean(),
                                "rollout/tokens": lengths.sum()})
-        empty = torch.zeros(len(problems))
         return TrainBatch(problems, completions, [parse_answer(s) for s in completions], group_ids,
                           torch.cat([p_ids, out.tokens], 1), torch.cat([p_mask, out.mask], 1), p_ids.shape[1],
-                          out.mask, out.logp, empty, empty)
+                          out.mask, out.logp)
 
-    def correct(self, batch: TrainBatch, lam: float) -> Tensor:
-        """Mismatch metrics of this batch and the corrections' weights/masks/shifts; returns delta-bar."""
+    def correct(self, batch: TrainBatch, old_logp: Tensor, rollout_logp: Tensor,
+                lam: float) -> tuple[Correction, Tensor]:
+        """Mismatch metrics of this batch and the corrections' weights/masks/shifts; returns them and delta-bar."""
         k = self.cfg.correction
-        m = mismatch_metrics(batch.old_logp, batch.rollout_logp, batch.comp_mask, c=k.c)
+        m = mismatch_metrics(old_logp, rollout_logp, batch.comp_mask, c=k.c)
         self.metrics.log_dict({f"mismatch/{key}": v for key, v in m.items()})
         if self.engine.kind == "native":  # MoE only: routes of the positions that predict completion tokens
             count = torch.zeros_like(batch.mask)
@@ -226,22 +239,21 @@ class GRPOTrainer:
             flips = route_flips(self.policy.module, self.engine.model, batch.ids, batch.mask, count)
             if flips is not None:
                 self.metrics.log("mismatch/route_flip_frac", flips)
-        batch.correction = apply_corrections(
-            CorrectionInputs(batch.old_logp, batch.rollout_logp, batch.comp_mask, batch.group_ids, lam), k)
-        self.metrics.log_dict({f"clip/{key}": v for key, v in batch.correction.diagnostics.items()})
-        return m["delta_mean"]
+        correction = apply_corrections(
+            CorrectionInputs(old_logp, rollout_logp, batch.comp_mask, batch.group_ids, lam), k)
+        self.metrics.log_dict({f"clip/{key}": v for key, v in correction.diagnostics.items()})
+        return correction, m["delta_mean"]
 
-    def score(self, batch: TrainBatch, stats: dict[str, Tensor]) -> None:
-        """Rewards (registry or '+' mixture; plus DCMDP's sequence shift) and group-relative advantages."""
+    def score(self, batch: TrainBatch, stats: dict[str, Tensor], reward_shift: Tensor) -> tuple[Tensor, Tensor]:
+        """Rewards (B,) (registry or '+' mixture, plus DCMDP's sequence shift) and group-relative advantages (B,)."""
         a = self.cfg.algo
-        batch.rewards = compute_rewards(a.reward, RewardInput(
+        raw = compute_rewards(a.reward, RewardInput(
             batch.problems, batch.completions, batch.parsed, batch.group_ids, batch.ids[:, batch.start:],
             batch.comp_mask, stats, self.cfg.reward_opts))
-        raw = batch.rewards
-        batch.rewards = raw + batch.correction.reward_shift
-        batch.adv = ADVANTAGES.get(a.advantage)(batch.rewards, batch.group_ids, eps=a.adv_eps)
+        rewards = raw + reward_shift
+        adv = ADVANTAGES.get(a.advantage)(rewards, batch.group_ids, eps=a.adv_eps)
         correct = torch.tensor([float(x == p.answer) for x, p in zip(batch.parsed, batch.problems, strict=True)])
-        zero_std = (group_stats(batch.rewards, batch.group_ids)[1] == 0).float()
+        zero_std = (group_stats(rewards, batch.group_ids)[1] == 0).float()
         self.metrics.log_dict({"reward/mean": raw.mean(), "reward/std": raw.std(),
                                "reward/accuracy": correct.mean(), "rollout/zero_std_frac": zero_std.mean(),
                                "reward/unparsable_frac": sum(x is None for x in batch.parsed) / len(batch.parsed),
@@ -249,6 +261,7 @@ class GRPOTrainer:
         rho = spearman(raw.numpy(), correct.numpy())
         if rho == rho:  # NaN when rewards or correctness are constant in the batch: nothing to log
             self.metrics.log("diag/reward_acc_spearman", rho)
+        return rewards, adv
 
     @torch.no_grad()
     def stats_of(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
@@ -273,26 +286,22 @@ class GRPOTrainer:
         for _ in range(o.ppo_epochs):
             perm = torch.randperm(n, generator=self.gens["minibatch"])
             for rows in perm.split(size):
-                mb = batch.select(rows)
-                norm = self._normalizer(mb)
                 self.opt.zero_grad(set_to_none=True)
-                total = sum(self._micro_loss(mb.select(r), norm) for r in self._micro(torch.arange(len(rows))))
+                total = self.backward(batch.select(rows))
                 grad_norm = clip_grad_norm(self.params, o.grad_clip or None)
                 self.metrics.log("grad/norm", grad_norm)
                 if self.guard.ok(total, grad_norm, step=self.step_count):
                     self.opt.step()
                     self.engine_stale = True
 
-    def _normalizer(self, mb: TrainBatch) -> float | None:
-        """Denominator of the loss for a whole minibatch, so accumulation 1x8 == 8x1 (core.masked.aggregate)."""
-        mode = self.cfg.algo.aggregation
-        if mode == "token_mean_global":
-            return float(mb.comp_mask.sum().clamp(min=1))
-        if mode == "seq_mean_token_mean":
-            return float(len(mb.parsed))
-        if mode == "seq_sum_const":
-            return float(len(mb.parsed) * self.cfg.rollout.max_new_tokens)
-        return None
+    def backward(self, mb: TrainBatch) -> Tensor:
+        """Accumulate the gradient of one minibatch's loss, micro-batch by micro-batch; returns the loss.
+
+        The aggregation's normalizer is the whole minibatch's (`core.masked.aggregate_normalizer`), so the
+        result does not depend on `optim.micro_batch` (1 x 8 == 8 x 1)."""
+        norm = aggregate_normalizer(self.cfg.algo.aggregation, mb.comp_mask,
+                                    max_tokens=self.cfg.rollout.max_new_tokens)
+        return sum(self._micro_loss(mb.select(r), norm) for r in self._micro(torch.arange(len(mb.parsed))))
 
     def _micro_loss(self, mb: TrainBatch, normalizer: float | None) -> Tensor:
         """Forward, loss and backward of one micro-batch; returns the detached loss contribution."""
