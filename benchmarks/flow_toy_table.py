@@ -41,14 +41,16 @@ def main() -> None:
 
     def key(k: tuple) -> tuple:
         critic, c, q, name = k
-        return critic != "misspecified", q, c, order[name.split()[0]], float(name.split("= ")[-1]) if "=" in name else 0.0
+        return (critic != "misspecified", q, c, order[name.split()[0]],
+                float(name.split("= ")[-1]) if "=" in name else 0.0)
 
     current = None
     for (critic, c, q, name), rs in sorted(groups.items(), key=lambda kv: key(kv[0])):
         if (critic, c, q) != current:
             current = (critic, c, q)
             print(f"\n**critic {critic}, c = {c:g}, Q x {q:g}**\n")
-            print("| setting | seeds | realised KL (end) | KL tail mean | λ_eff (end) | true E[r] | believed E[Q̂] | on-support |")
+            print("| setting | seeds | realised KL (end) | KL tail mean | λ_eff (end) | true E[r] "
+                  "| believed E[Q̂] | on-support |")
             print("|---|---|---|---|---|---|---|---|")
         cells = " | ".join(fmt([r[k] for r in rs]) for k in KEYS)
         print(f"| {name} | {len(rs)} | {cells} |")

@@ -24,7 +24,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--variant", choices=["toy", "paper", "log"], default="toy",
-                   help="toy: eta 0.05, lam_scale 1; paper: eta 0.01, lam_scale 3; log: toy + log-space dual (ablation)")
+                   help="toy: eta 0.05, lam_scale 1; paper: eta 0.01, lam_scale 3; "
+                        "log: toy + log-space dual (ablation)")
     p.add_argument("--q-scales", default="1,10")
     p.add_argument("--out", default="docs/results/figures/trqam_toy_dual_trace.png")
     a = p.parse_args()
@@ -33,8 +34,8 @@ def main() -> None:
     dual = {"toy": {}, "paper": {"eta": 0.01, "lam_scale": 3.0}, "log": {"log_dual": True}}[a.variant]
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.8))
     for eps, q in runs:
-        cfg = with_hparams(ToyConfig(), method="trqam", kl_budget=eps, critic_error=2.0, q_scale=q, steps=a.steps, bc_steps=2000,
-                        width=64, seed=a.seed, **dual)
+        cfg = with_hparams(ToyConfig(), method="trqam", kl_budget=eps, critic_error=2.0, q_scale=q, steps=a.steps,
+                           bc_steps=2000, width=64, seed=a.seed, **dual)
         d = {"variant": a.variant, **run_toy_dict(cfg)}
         tr = d.pop("trace")
         d.pop("samples")

@@ -1,7 +1,8 @@
 """Per-update cost of FQL, QAM and TRQAM at equal network sizes (the shapes of notes/anchor_flow_speed.md).
 
 Synthetic batch: obs (256, 40), action chunk 5 x 5 = 25, K = 10 flow steps, 4 hidden layers, one thread.
-Updates of the three agents are interleaved. Reports the median CPU time (time.process_time) and wall time per `agent.update(batch)` after warm-up.
+Updates of the three agents are interleaved. Reports the median CPU time (time.process_time) and wall time per
+`agent.update(batch)` after warm-up.
 Usage: OMP_NUM_THREADS=1 python benchmarks/flow_update_cost.py --width 128 --num-qs 2 --updates 30
 """
 
@@ -23,8 +24,9 @@ from tether.flow.trqam import TRQAMAgent, TRQAMConfig
 
 def batches(n: int, b: int = 256, obs: int = 40, d: int = 25) -> list[ChunkBatch]:
     g = torch.Generator().manual_seed(0)
-    return [ChunkBatch(torch.randn(b, obs, generator=g), torch.rand(b, d, generator=g) * 2 - 1, torch.randn(b, generator=g),
-                       torch.ones(b), torch.ones(b), torch.randn(b, obs, generator=g)) for _ in range(n)]
+    return [ChunkBatch(torch.randn(b, obs, generator=g), torch.rand(b, d, generator=g) * 2 - 1,
+                       torch.randn(b, generator=g), torch.ones(b), torch.ones(b), torch.randn(b, obs, generator=g))
+            for _ in range(n)]
 
 
 def time_agents(agents: dict, updates: int, warmup: int = 3) -> dict[str, dict[str, float]]:
@@ -60,7 +62,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     cfg = AgentConfig(horizon=5, hidden=(a.width,) * 4, critic_hidden=(a.width,) * 4, num_qs=a.num_qs, flow_steps=10)
-    build = {"fql": lambda: FQLAgent(FQLConfig(), 40, 5, agent=cfg), "qam": lambda: QAMAgent(QAMConfig(), 40, 5, agent=cfg),
+    build = {"fql": lambda: FQLAgent(FQLConfig(), 40, 5, agent=cfg),
+             "qam": lambda: QAMAgent(QAMConfig(), 40, 5, agent=cfg),
              "trqam": lambda: TRQAMAgent(TRQAMConfig(), 40, 5, agent=cfg)}
     agents = {name: build[name]() for name in a.agents.split(",")}
     for name, row in time_agents(agents, a.updates).items():

@@ -54,7 +54,8 @@ def main() -> None:
             s = pending.pop(0)
             d = Path(args.out) / f"seed{s}"
             runs.append(d)
-            cmd = [sys.executable, "-c", "import sys; from tether.cli import main; sys.exit(main())", "lm", "train", "--preset", args.preset, "--run.seed", str(s), "--run.dir", str(d), *extra]
+            cmd = [sys.executable, "-c", "import sys; from tether.cli import main; sys.exit(main())", "lm", "train",
+                   "--preset", args.preset, "--run.seed", str(s), "--run.dir", str(d), *extra]
             log = open(Path(args.out) / f"seed{s}.log", "w")
             active[s] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), time.perf_counter())
         time.sleep(1.0)

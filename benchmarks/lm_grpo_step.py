@@ -55,7 +55,8 @@ def matmul_fraction(step, n: int = 2) -> float:
         for _ in range(n):
             step()
     events = prof.key_averages()
-    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
+    mm = sum(e.self_cpu_time_total for e in events
+             if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
     return mm / sum(e.self_cpu_time_total for e in events)
 
 

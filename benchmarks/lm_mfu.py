@@ -46,7 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     for k, v in dict(d=128, layers=4, heads=4, ff=512, batch=128, seq=48, repeats=5).items():
         ap.add_argument(f"--{k}", type=int, default=v)
-    ap.add_argument("--compile", action="store_true", help="TinyLM.compile_blocks() (optim.compile); compiles in warm-up")
+    ap.add_argument("--compile", action="store_true",
+                    help="TinyLM.compile_blocks() (optim.compile); compiles in warm-up")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from tether.lm.model.tinylm import ModelConfig, TinyLM
@@ -63,7 +64,8 @@ def main() -> None:
     from tether.lm.model.hf import tiny_hf_model  # the same architecture through transformers, for reference
     hf = tiny_hf_model("llama", vocab_size=cfg.vocab_size, hidden=args.d, layers=args.layers, heads=args.heads,
                        intermediate=args.ff, max_positions=args.seq).train()
-    out = {"bench": "lm_mfu", "compiled": args.compile, "params": model.num_params(), "tokens_per_step": tokens, "gflop_per_step": flops / 1e9}
+    out = {"bench": "lm_mfu", "compiled": args.compile, "params": model.num_params(), "tokens_per_step": tokens,
+           "gflop_per_step": flops / 1e9}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         def step(dtype=dtype):
             model.zero_grad(set_to_none=True)

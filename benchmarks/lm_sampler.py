@@ -78,7 +78,8 @@ def main() -> None:
     ids, mask = pad_left([tok.encode(p) for p in prompts], tok.pad_id)
     # "sampler": log-probs from the decode loop (like HF, which computes the same softmax while sampling);
     # "auto": the engine default, which in fp32 adds one full-sequence forward for trainer-exact log-probs
-    engines = {name: RolloutEngine(precision=args.dtype, backend="native", logprobs=name) for name in ("sampler", "auto")}
+    engines = {name: RolloutEngine(precision=args.dtype, backend="native", logprobs=name)
+               for name in ("sampler", "auto")}
     # "compiled": the decode-loop log-probs with the torch.compile'd fixed-shape step (tether/lm/rollout/compiled.py)
     engines["compiled"] = RolloutEngine(precision=args.dtype, backend="native", logprobs="sampler", compile=True)
     for engine in engines.values():

@@ -53,8 +53,8 @@ def load_run(run: Path) -> dict | None:
         "dep_acc0": evals[0]["eval/heldout/sample_acc"], "dep_acc": evals[-1]["eval/heldout/sample_acc"],
         "dep_maj": evals[-1]["eval/heldout/maj@8"], "dep_greedy": evals[-1]["eval/heldout/greedy_acc"],
         "dep_ood": evals[-1]["eval/ood/sample_acc"],
-        "fp32_acc": fp32.get("eval/heldout/sample_acc", math.nan), "fp32_ood": fp32.get("eval/ood/sample_acc", math.nan),
-        "fp32_maj": fp32.get("eval/heldout/maj@8", math.nan),
+        "fp32_acc": fp32.get("eval/heldout/sample_acc", math.nan),
+        "fp32_ood": fp32.get("eval/ood/sample_acc", math.nan), "fp32_maj": fp32.get("eval/heldout/maj@8", math.nan),
     }
 
 

@@ -27,7 +27,8 @@ def test_find_resolves_family_and_top_commands():
     assert [top_command(n).name for n in TOP] == list(TOP)
 
 
-@pytest.mark.parametrize("bad, listed", [("lm nope", "lm train"), ("nope", "report"), ("lm", "lm train"), ("flow toy x", "flow toy-plot"), ("nope x", "flow <command>")])
+@pytest.mark.parametrize("bad, listed", [("lm nope", "lm train"), ("nope", "report"), ("lm", "lm train"),
+                                         ("flow toy x", "flow toy-plot"), ("nope x", "flow <command>")])
 def test_unknown_commands_list_what_exists(bad, listed):
     with pytest.raises(ConfigError, match="does not exist") as e:
         find(bad)

@@ -8,8 +8,8 @@ a partial run with a checkpoint continues with `--run.resume`. Every resolved ar
 starts, so a typo fails in a second, not after the first hour.
 
 Owns the grid, run directories' markers and logs, and the summary; knows nothing about any family: commands
-are found by name through `tether.cli`, the same lookup the CLI uses. Work-unit design follows the TRQAM
-brief §5.6 (one Ray task per (task, method, hyperparameter, seed); fractional GPUs to pack small runs).
+are found by name through `tether.cli`, the same lookup the CLI uses. One Ray task per
+(task, method, hyperparameter, seed); fractional GPUs pack small runs (see docs/sweep.md).
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ class Sweep:
 def resolve_command(command: str) -> Command:
     """The `Command` behind "family name" (or a top-level name other than `sweep`), as the `tether` CLI finds it."""
     if command.strip() == "sweep":
-        raise ConfigError("command 'sweep' does not exist for a sweep (sweeps do not nest); expected a family command, 'report' or 'demo'")
+        raise ConfigError("command 'sweep' does not exist for a sweep (sweeps do not nest); "
+                          "expected a family command, 'report' or 'demo'")
     return find(command)
 
 
@@ -397,7 +398,8 @@ def write_summary(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
     lines = [f"# sweep {sweep.spec.name}: `tether {sweep.command}`", "",
              f"{len(rows)} runs: {counts['done']} done, {counts['skipped']} skipped (finished earlier), "
              f"{counts['failed']} failed. Last row of each run's eval.jsonl"
-             + (f" (first {MD_EVAL_COLUMNS} keys; all in summary.jsonl)." if len(eval_keys) > MD_EVAL_COLUMNS else "."), ""]
+             + (f" (first {MD_EVAL_COLUMNS} keys; all in summary.jsonl)."
+                if len(eval_keys) > MD_EVAL_COLUMNS else "."), ""]
     if not sweep.has_run_section:
         lines += [f"`{sweep.command}` has no run section: runs were not given --run.dir and cannot resume; their "
                   f"output is in {LOG} of each run directory.", ""]

@@ -41,7 +41,8 @@ def test_env_flags_reach_the_builders():
     assert m.horizon == 4 and not m.is_deterministic() and np.isclose(np.exp(m.log_q[3][-1, 0]), 0.6)
     a = build_env(SweepConfig(env="random-tree", seed=0, horizon=4, n_actions=3, stochastic=True))
     b = build_env(SweepConfig(env="random-tree", seed=0, horizon=4, n_actions=3, stochastic=True))
-    assert a.horizon == 4 and a.n_actions[0] == 3 and all(np.array_equal(x, y) for x, y in zip(a.log_q, b.log_q, strict=True))
+    assert (a.horizon == 4 and a.n_actions[0] == 3
+            and all(np.array_equal(x, y) for x, y in zip(a.log_q, b.log_q, strict=True)))
 
 
 def test_bad_flag_value_is_a_clear_error(capsys):

@@ -31,7 +31,8 @@ def test_k3_sample_mean_matches_exact_kl():
 
     Tolerance = 5 standard errors of the sample mean, so a false failure has probability < 1e-6 (CLT)."""
     g = torch.Generator().manual_seed(0)
-    logits_p, logits_q = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    logits_p, logits_q = (torch.randn(6, generator=g, dtype=torch.float64),
+                          torch.randn(6, generator=g, dtype=torch.float64))
     exact = kl_categorical(logits_p, logits_q).item()
     logp, logq = torch.log_softmax(logits_p, 0), torch.log_softmax(logits_q, 0)
     x = torch.multinomial(logp.exp(), 200_000, replacement=True, generator=g)

@@ -27,7 +27,8 @@ def test_td_target_with_pessimism_and_terminal_mask():
     assert torch.allclose(y, torch.tensor([0.5 + 0.9 * (2 - 0.5 * 1.0), 0.5]))
     assert torch.allclose(td_target(next_q[:1], torch.zeros(2), torch.ones(2), discount=1.0, rho=9.0), torch.ones(2))
     per, diag = critic_td(torch.tensor([[1.0, 2.0]]), torch.tensor([0.0, 0.0]))
-    assert torch.allclose(per, torch.tensor([[1.0, 4.0]])) and torch.allclose(diag["td_error"], torch.tensor([[1.0, 2.0]]))
+    assert (torch.allclose(per, torch.tensor([[1.0, 4.0]]))
+            and torch.allclose(diag["td_error"], torch.tensor([[1.0, 2.0]])))
 
 
 def test_fql_actor_terms_and_q_normalisation():

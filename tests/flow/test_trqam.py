@@ -43,7 +43,8 @@ def test_fixed_point_kl_and_shift_match_theorem_1_in_the_fine_limit():
 
 def test_estimator_bias_at_k10_is_positive_and_vanishes_like_one_over_k():
     """A finding, pinned: with the official +h time shift the estimator over-states the KL at K = 10
-    (measured +108% for s = 0.2, +46% for s = 0.5, +24% for s = 1; see docs/results/trqam.md); the excess halves when K doubles (O(1/K))."""
+    (measured +108% for s = 0.2, +46% for s = 0.5, +24% for s = 1; see docs/results/trqam.md); the excess halves
+    when K doubles (O(1/K))."""
     exact = tilted_gaussian_kl(S, C, 1.0)
     err = {K: fixed_point(K, 1.0, n=8)[0] / exact - 1 for K in (10, 20, 40)}
     assert 0.5 < err[10] < 1.5, err
@@ -108,7 +109,8 @@ def test_trained_trqam_reaches_theorem_1_at_fixed_lambda():
     kl_fixed, shift_fixed = fixed_point(K, lam, n=8)
     assert abs(sum(kls) / 3 / kl_fixed - 1) < 0.10, (kls, kl_fixed)
     z = torch.randn(20000, 2, generator=torch.Generator().manual_seed(5))
-    shift = (euler_sample(agent.fast, OBS0, z, K, clip=False) - euler_sample(agent.base, OBS0, z, K, clip=False)).mean(0)
+    shift = (euler_sample(agent.fast, OBS0, z, K, clip=False)
+             - euler_sample(agent.base, OBS0, z, K, clip=False)).mean(0)
     assert torch.allclose(shift, shift_fixed.float(), rtol=0.05), (shift, shift_fixed)
 
 

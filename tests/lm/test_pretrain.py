@@ -25,9 +25,9 @@ def test_lr_schedule():
 
 
 def test_short_pretrain_lowers_loss_and_saves_a_loadable_base(tmp_path):
-    cfg = override(PretrainConfig(), {"steps": "40", "batch_size": "16", "eval_prompts": "4", "out": str(tmp_path / "b"),
-                                      "model.d_model": "32", "model.d_ff": "64", "error_rate": "0.3",
-                                      "alignment": "anti"})
+    cfg = override(PretrainConfig(), {"steps": "40", "batch_size": "16", "eval_prompts": "4",
+                                      "out": str(tmp_path / "b"), "model.d_model": "32", "model.d_ff": "64",
+                                      "error_rate": "0.3", "alignment": "anti"})
     tok, task = CharTokenizer(), make_task("running_sum", 2)
     batch = corpus_batch(task, tok, random.Random(99), 64, error_rate=0.0, alignment="neutral")
 

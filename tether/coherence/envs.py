@@ -2,11 +2,11 @@
 
 Karwowski & Douglas, arXiv:2510.06545: Ex. 1 (mountain race), Ex. 3 / App. B (stochastic counterexample),
 App. D (policy stability, repaired: the printed figure's weights at s'_2 are swapped and show no conflict).
-From the brief (reconstructed / ours, not in the paper): the deep mountain race family (d, c, slip), the
-success-vs-return counterexample (from the authors' later tests), random trees/DAGs and a cliff gridworld.
+Not in the paper (ours unless noted): the deep mountain race family (d, c, slip), the success-vs-return
+counterexample (from the authors' later tests), random trees/DAGs and a cliff gridworld.
 Every reward is a success potential `q` stored as `log q`; "success" means every step's O_t = 1.
 
-Errata (brief §9): Fig. 2 / App. C print leaf labels "P(R) = 1/4" (gold) and "3/4" (skull); the printed
+Errata: Fig. 2 / App. C print leaf labels "P(R) = 1/4" (gold) and "3/4" (skull); the printed
 policies are only consistent with gold = 1 and skull = 0, which `mountain_race` uses. Ex. 2's delta is
 missing in the tex; delta = 1 reproduces the figure (fixed point root (4/7, 3/7)).
 """
@@ -40,7 +40,7 @@ def _binary_layer(n_states: int, slip: float) -> np.ndarray:
 
 
 def deep_mountain_race(depth: int = 3, safe_payoff: float = 0.75, slip: float = 0.0) -> LayeredMDP:
-    """Brief §6.6: root action 0 = risky subtree, 1 = safe subtree, each a binary tree of `depth` decisions.
+    """Root action 0 = risky subtree, 1 = safe subtree, each a binary tree of `depth` decisions (ours, not the paper's).
 
     Risky: only the all-0 path has q = 1, every other leaf q = 0. Safe: every leaf q = `safe_payoff`.
     T = depth + 1. `slip` > 0 makes every non-final move land on the other child with that probability
@@ -80,7 +80,7 @@ def stochastic_counterexample() -> LayeredMDP:
 
 
 def success_vs_return_counterexample() -> LayeredMDP:
-    """Brief §6.5: A -> a (q = 0.5); B -> good (q = 1) w.p. 0.6 or bad (q = 0.01) w.p. 0.4.
+    """The authors' later-code counterexample: A -> a (q = 0.5); B -> good (q = 1) w.p. 0.6 or bad (q = 0.01) w.p. 0.4.
 
     Re-training raises S but lowers J = E sum log q here (Prop. 5.4 erratum).
     """
@@ -89,7 +89,7 @@ def success_vs_return_counterexample() -> LayeredMDP:
 
 
 def policy_stability_example() -> LayeredMDP:
-    """App. D, repaired (brief §6.4), with a uniform prior.
+    """App. D, repaired (the printed weights at s'_2 are swapped), with a uniform prior.
 
     s_0 -> s_1 -> s_2 -> s_3 (q = 1/2), or s_0 -> s'_1 -> s'_2 -> {s'_3 (q = 1), s''_3 (q = 0)}. The prior's
     1/3 vs 2/3 split at s'_2 is encoded as 3 actions (one to s'_3, two to s''_3), so the prior is uniform.

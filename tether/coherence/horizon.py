@@ -1,6 +1,6 @@
 """Effective horizon (Laidlaw et al. 2023, arXiv:2304.09853): k-QVI solvability, a closed-form bound, GORP.
 
-Reward convention (brief §5, §9 erratum 12): Laidlaw's quantities are ordinary *additive* expected returns.
+Reward convention (as in Laidlaw's code): Laidlaw's quantities are ordinary *additive* expected returns.
 Every function takes `reward=` explicitly: `"q"` (r := q, the convention of the incoherence authors'
 experiments), `"log_q"` (r := log q, must be finite) or an explicit list of `(S_t, A_t)` reward arrays.
 This is not the multiplicative control-as-inference objective of the rest of the package.
@@ -8,7 +8,7 @@ This is not the multiplicative control-as-inference objective of the rest of the
 * `min_k_qvi`: smallest k such that every policy greedy on `Q^k` is optimal, where `Q^1 = Q^{random}` and
   `Q^{i+1}_t = r + E max Q^i_{t+1}` (the last layer is never backed up), checked on states reachable under
   greedy actions with tolerance 1e-4. Always <= T.
-* `horizon_bound`: the brief's paraphrase of Laidlaw's Thm. 5.4 bound (`compute_simple_effective_horizon`);
+* `horizon_bound`: our paraphrase of Laidlaw's Thm. 5.4 bound (`compute_simple_effective_horizon`);
   reconstructed, medium confidence. It is vacuous (= T) on tiny MDPs.
 * `gorp`, `gorp_success`, `gorp_horizon`: Greedy Over Random Policy and the Monte-Carlo estimate
   `H_hat = min_k k + log_A m_k`, with "success probability >= threshold" (inclusive) as the criterion.
@@ -96,7 +96,7 @@ def min_k_qvi(mdp: LayeredMDP, reward: Reward = "q", tol: float = 1e-4) -> int:
 
 
 def horizon_bound(mdp: LayeredMDP, reward: Reward = "q", tol: float = 1e-4) -> float:
-    """Closed-form effective-horizon upper bound `min(T, min_k k + log_A m_k)` (brief §5; reconstructed)."""
+    """Closed-form effective-horizon upper bound `min(T, min_k k + log_A m_k)` (Laidlaw's Thm. 5.4; reconstructed)."""
     r = additive_reward(mdp, reward)
     T, A = mdp.horizon, max(mdp.n_actions)
     Qs, Qr, Qw = (additive_q(mdp, r, m) for m in ("max", "random", "min"))

@@ -5,7 +5,7 @@ Karwowski & Douglas, arXiv:2510.06545, Defs. 4.4-4.12, Props. 4.7, 4.8, 4.10, 4.
 `sum_t E_{d^pi_t} KL(pi(.|s) || pi^{Q,f}(.|s))`, with the KL taken from log-probabilities so that small
 delta does not underflow. `trajectory_kl` is the enumeration form, for cross-checks on small trees.
 
-Conventions and errata (brief §2, §9):
+Conventions and errata (see docs/results/coherence.md):
 * `0 log 0 = 0`; KL is `+inf` where pi puts mass on an action whose target probability is 0
   (`Q = -inf`); no epsilon clipping. If every `Q(s, .) = -inf`, the target is uniform at that state.
 * Cor. 4.15's proof states finiteness iff `supp(pi*) subset supp(pi)`; the correct condition for

@@ -7,8 +7,8 @@ law (`push_forward`). It knows nothing about re-training or incoherence.
 
 Transitions are stored per layer as a CSR matrix of shape `(S_t * A_t, S_{t+1})`, so the cost of every
 operation is linear in the number of (state, action, next-state) entries and a layered MDP with 1e5
-states per layer fits in memory (a dense `(S_t, A_t, S_{t+1})` tensor would not; see
-`shared/notes/anchor_coherence_speed.md`). Rewards are log-potentials `log_q` in `[-inf, +inf)`
+states per layer fits in memory (a dense `(S_t, A_t, S_{t+1})` float64 tensor would not: 80 GB per action at
+1e5 states per layer). Rewards are log-potentials `log_q` in `[-inf, +inf)`
 (Karwowski & Douglas, arXiv:2510.06545, Sec. 3: `r = log q`); they may exceed 0 after folding.
 """
 

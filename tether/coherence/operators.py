@@ -3,7 +3,7 @@
 Karwowski & Douglas, arXiv:2510.06545, Def. 5.3 (G), Def. 5.6 (pi_alpha), Def. 5.7 (F), Def. 5.8 (H),
 Thm. 5.9. Everything is computed exactly from the soft Q/V of `values.py`, in log space.
 
-Errata implemented here (paper claim -> what is true; brief §3-§4, §9):
+Errata implemented here (paper claim -> what is true; verdicts in docs/results/coherence.md):
 * Thm. 5.9 (iii) prints `pi^H_k = pi_{alpha=2^k}`; with Def. 5.8's own indexing (`pi^H_{k+1}` is computed
   from `r_k`) it is `pi^H_k = pi_{alpha=2^(k-1)}` for k >= 1 (the authors' regression test agrees:
   `retrain[2^(i-1)] == fold[i]`). `fold(..., cumulative=True)` follows the definition.

@@ -6,7 +6,7 @@ preference between two actions never contradicts the preference of an n-step loo
 of a followed by its best n-step continuation (a_{t+1..t+n} chosen to maximise it), then the prior.
 Deterministic dynamics only ("best continuation" of an open-loop sequence is ambiguous otherwise).
 
-Erratum (brief §6.4): the App. D figure's weights at s'_2 are swapped; as printed, 1- and 2-step criteria
+Erratum: the App. D figure's weights at s'_2 are swapped; as printed, 1- and 2-step criteria
 agree. `envs.policy_stability_example()` is the repaired tree: 1-stable, not 2-stable.
 """
 

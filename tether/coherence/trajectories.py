@@ -3,7 +3,7 @@
 Owns `enumerate_trajectories` (the brute-force oracle the exact layer sweeps are tested against),
 `sample_trajectories`, the inference-time route `rejection_sample` (accept a prior sample with probability
 `q(xi)^k`, Karwowski & Douglas arXiv:2510.06545 end of §5) and the training-time route `retrain_mc`
-(filtered behaviour cloning, a Monte-Carlo estimate of G, brief §3.1 (b)).
+(filtered behaviour cloning, a Monte-Carlo estimate of G, as the authors' code does).
 
 In a tabular model the "goal-conditioned refit" form of G (fit p(a | s, O) on all rollouts with their
 outcome labels, then condition on O = 1) gives exactly the same estimator as filtered behaviour cloning

@@ -3,17 +3,17 @@
 Owns the backward (soft Q/V, optimal values) and forward (occupancy) layer sweeps, in log space where a
 product of probabilities is involved. Does not own any operator on policies (see `operators.py`).
 
-Two objectives are kept apart on purpose (brief §9 erratum 12; arXiv:2510.06545):
+Two objectives are kept apart on purpose (the authors' early code conflated them; arXiv:2510.06545):
 * success probability `S(pi) = P_pi(O_{1:T} = 1) = sum_s mu(s) exp V^pi_0(s)` (multiplicative in q);
 * return `J(pi) = E_pi sum_t log q(s_t, a_t)`, which is `-inf` as soon as a `q = 0` step is reachable.
 Soft Q/V follow Def. 4.1: the action expectation is under the policy itself, not a prior, so
 `Q^pi(s,a) = log p_pi(O_{t:T} = 1 | s, a)` and `V^pi(s) = log p_pi(O_{t:T} = 1 | s)` (Prop. 4.2).
 
-Errata (brief §9): Prop. 5.4 ("strong return improvement", J monotone under re-training) holds for S under
-any dynamics (the proof shows V^{G(pi)} >= V^pi at every state) but for J only under deterministic dynamics
-(counterexample: `envs.success_vs_return_counterexample`). Prop. 5.5's "optimal" limit maximises S, which
-is not the J-optimal policy in stochastic MDPs. The authors' early code used E[sum of Bernoulli outcomes]
-as "return"; here J is always E sum log q and S is separate.
+Errata (verdicts in docs/results/coherence.md): Prop. 5.4 ("strong return improvement", J monotone under
+re-training) holds for S under any dynamics (the proof shows V^{G(pi)} >= V^pi at every state) but for J only
+under deterministic dynamics (counterexample: `envs.success_vs_return_counterexample`). Prop. 5.5's "optimal"
+limit maximises S, which is not the J-optimal policy in stochastic MDPs. The authors' early code used E[sum of
+Bernoulli outcomes] as "return"; here J is always E sum log q and S is separate.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["aggregate_normalizer", "masked_sum", "masked_mean", "masked_var", "masked_whiten", "aggregate", "AGGREGATION_MODES"]
+__all__ = ["aggregate_normalizer", "masked_sum", "masked_mean", "masked_var", "masked_whiten", "aggregate",
+           "AGGREGATION_MODES"]
 
 AggregationMode = Literal["token_mean_global", "token_mean_local", "seq_mean_token_mean", "seq_sum_const"]
 AGGREGATION_MODES: tuple[str, ...] = AggregationMode.__args__

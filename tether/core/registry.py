@@ -2,7 +2,7 @@
 
 Registration is a decorator; re-registering a name with a different object raises; an unknown name raises
 with the list of valid ones. Use it only where users truly choose among interchangeable entries with one
-signature (STYLE.md 4.6).
+signature; models, trainers, optimizers and samplers use plain constructors.
 """
 
 from __future__ import annotations

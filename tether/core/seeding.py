@@ -36,6 +36,6 @@ def generator(seed: int, purpose: str) -> torch.Generator:
 
 def one_thread() -> None:
     """One torch thread unless OMP_NUM_THREADS says otherwise: two OpenMP threads on a busy 2-core machine run
-    5-60x slower than one (shared/notes/dependencies.md §3); parallelise with processes instead."""
+    5-60x slower than one (measured with PyTorch 2.13 on CPU); parallelise with processes instead."""
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Small composable guards against non-finite losses and gradients.
 
-The trainer calls them explicitly in its step (STYLE.md 4.5): clip the gradient norm, then ask the guard
+The trainer calls them explicitly in its step, not through hooks: clip the gradient norm, then ask the guard
 whether the step may be applied. A non-finite loss or gradient norm skips the step and is counted
 (`grad/skipped_steps`); after `max_consecutive` skips in a row the run stops with an error that names
 the step and the last good checkpoint, instead of silently training on garbage.

@@ -82,7 +82,8 @@ def sample_panels(cfg: ToyPlotConfig, *, steps: int | None = None) -> list[tuple
                         bc_steps=cfg.bc_steps, width=cfg.width, seed=cfg.seed, beta=cfg.beta, kl_budget=cfg.kl_budget,
                         alpha=cfg.alpha, log_dual=cfg.log_dual)
     runs = [("BC", replace(base, method="bc")), (f"FQL a={cfg.alpha:g}", replace(base, method="fql")),
-            (f"QAM b={cfg.beta:g}", replace(base, method="qam")), (f"TRQAM eps={cfg.kl_budget:g}", replace(base, method="trqam"))]
+            (f"QAM b={cfg.beta:g}", replace(base, method="qam")),
+            (f"TRQAM eps={cfg.kl_budget:g}", replace(base, method="trqam"))]
     return [(name, run_toy_dict(c)) for name, c in runs]
 
 
@@ -116,7 +117,8 @@ def run_toy_plot(cfg: ToyPlotConfig) -> int:
         rows += [toy_summary(run_toy_dict(with_hparams(base, method="trqam", kl_budget=e, seed=s)))
                  for e in cfg.budgets for s in cfg.seeds]
     rows = [r for r in rows if _drawn(r, cfg)]
-    print(plot_sweep(rows, out / f"trqam_toy_sweep_{tag}.png", title=f"critic error c={cfg.critic_error:g}, Q x {cfg.q_scale:g}"))
+    print(plot_sweep(rows, out / f"trqam_toy_sweep_{tag}.png",
+                     title=f"critic error c={cfg.critic_error:g}, Q x {cfg.q_scale:g}"))
     return 0
 
 
@@ -156,9 +158,10 @@ COMMANDS = [
     Command("data", DataConfig, run_data, "generate an OGBench manipulation dataset locally (resumable, parallel)"),
     Command("train", OGBenchConfig, run_train, "BC pretraining, offline and online RL on an OGBench task "
             "(bc/fql/qam/trqam)", presets=PRESETS, aliases=METHOD_ALIASES),
-    Command("toy", ToyConfig, run_toy, "critic-error toy: fine-tune a BC flow with bc/fql/qam/trqam, print KL and reward",
-            aliases=METHOD_ALIASES),
-    Command("toy-plot", ToyPlotConfig, run_toy_plot, "toy figures: actions over the reward landscape; KL/reward vs beta or eps"),
+    Command("toy", ToyConfig, run_toy, "critic-error toy: fine-tune a BC flow with bc/fql/qam/trqam, "
+            "print KL and reward", aliases=METHOD_ALIASES),
+    Command("toy-plot", ToyPlotConfig, run_toy_plot, "toy figures: actions over the reward landscape; "
+            "KL/reward vs beta or eps"),
 ]
 
 
@@ -170,11 +173,13 @@ def demo_section(out_dir: Path) -> str:
     panels = sample_panels(cfg)
     png = plot_samples([(panel_title(n, d), d["samples"]) for n, d in panels], critic_error=2.0, q_scale=10.0,
                        out_png=Path(out_dir) / "trqam_demo_q10.png")
-    lines = ["| method | realised KL | lambda_eff | true E[r] | believed E[Q] | on-support |", "|---|---|---|---|---|---|"]
+    lines = ["| method | realised KL | lambda_eff | true E[r] | believed E[Q] | on-support |",
+             "|---|---|---|---|---|---|"]
     for name, d in panels:
         kl = "-" if d["realised_kl"] is None else f"{d['realised_kl']:.2f}"
         lam = "-" if d["lambda"] is None else f"{d['lambda']:.2f}"
-        lines.append(f"| {name} | {kl} | {lam} | {d['true_reward']:.3f} | {d['believed_q']:.2f} | {d['on_support']:.2f} |")
+        lines.append(f"| {name} | {kl} | {lam} | {d['true_reward']:.3f} | {d['believed_q']:.2f} "
+                     f"| {d['on_support']:.2f} |")
     return (
         "## Flow: trust-region Q adjoint matching on the critic-error toy (arXiv:2605.27079)\n\n"
         "One state, 2-D actions, behaviour on a ring of 6 modes, critic wrong off-support (c = 2) and "

@@ -48,7 +48,8 @@ class FQLAgent(FlowAgent):
                          fixed_critic=fixed_critic)
 
     def build_actor(self) -> None:
-        self.onestep = OneStepPolicy(self.obs_dim, self.action_dim, self.cfg.hidden, layer_norm=self.cfg.actor_layer_norm)
+        self.onestep = OneStepPolicy(self.obs_dim, self.action_dim, self.cfg.hidden,
+                                     layer_norm=self.cfg.actor_layer_norm)
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:

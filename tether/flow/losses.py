@@ -59,7 +59,8 @@ def fql_actor(
 
 
 def adjoint_matching(delta: Tensor, adj: Tensor, sigma: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Adjoint-matching regression (arXiv:2409.08861; QAM arXiv:2601.14234): sum_k sum_d (2 delta_k / sigma_k + sigma_k a_k)^2.
+    """Adjoint-matching regression (arXiv:2409.08861; QAM arXiv:2601.14234):
+    sum_k sum_d (2 delta_k / sigma_k + sigma_k a_k)^2.
 
     delta (K, B, D) = v_fast - v_base at the rollout states (grad flows into v_fast only);
     adj (K, B, D) the lean adjoint (detached); sigma (K,) the per-step diffusion scale.

@@ -57,7 +57,7 @@ class QAMAgent(FlowAgent):
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
-        """ODE (not SDE) sample of the fast flow, clipped: acting, TD targets and evaluation (§2.5)."""
+        """ODE (not SDE) sample of the fast flow, clipped (as the official code): acting, TD targets and evaluation."""
         return euler_sample(self.fast, obs, self.noise(obs.shape[0]), self.cfg.flow_steps)
 
     def temperature_terms(self, g: Tensor) -> tuple[Tensor, float]:

@@ -41,7 +41,8 @@ def euler_sample(v: Velocity, obs: Tensor, noise: Tensor, steps: int, *, clip: b
 
 @torch.no_grad()
 def memoryless_rollout(
-    v_fast: Velocity, v_base: Velocity, obs: Tensor, noise: Tensor, steps: int, *, generator: torch.Generator | None = None
+    v_fast: Velocity, v_base: Velocity, obs: Tensor, noise: Tensor, steps: int, *,
+    generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Memoryless SDE rollout of the fine-tuned flow (arXiv:2409.08861, as in the QAM/TRQAM code).
 

@@ -90,7 +90,8 @@ class OnlineCollector:
             self.queue = list(agent.act(self.obs[None])[0].view(agent.cfg.horizon, agent.act_dim))
         a = self.queue.pop(0)
         nxt, r, term, trunc, info = self.env.step(a)
-        buffer.add(self.obs[None], a[None], torch.tensor([r]), nxt[None], torch.tensor([term]), torch.tensor([term or trunc]))
+        buffer.add(self.obs[None], a[None], torch.tensor([r]), nxt[None], torch.tensor([term]),
+                   torch.tensor([term or trunc]))
         self.obs, self.ret = nxt, self.ret + r
         if not (term or trunc):
             return {}
@@ -99,10 +100,12 @@ class OnlineCollector:
         return out
 
 
-def save(run: RunDir, step: int, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator, offline_size: int) -> None:
+def save(run: RunDir, step: int, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator,
+         offline_size: int) -> None:
     online = slice(offline_size, buffer.size)
     state = {"agent": agent.training_state(), "rng": rng_state({"replay": gen}), "step": step,
-             "online": {k: getattr(buffer, k)[online].clone() for k in ("obs", "actions", "rewards", "next_obs", "terminals", "ends")}}
+             "online": {k: getattr(buffer, k)[online].clone()
+                        for k in ("obs", "actions", "rewards", "next_obs", "terminals", "ends")}}
     save_checkpoint(run.checkpoint_path(step), state, meta={"step": step, "buffer_size": buffer.size})
 
 

@@ -55,7 +55,8 @@ class TRQAMConfig:
     def __post_init__(self) -> None:
         check(self.kl_budget > 0, "kl_budget", self.kl_budget, "> 0")
         check(self.lam_scale > 0, "lam_scale", self.lam_scale, "> 0")
-        check(0 < self.lam_min <= self.lam_init <= self.lam_max, "lam_init", self.lam_init, "in [lam_min, lam_max], lam_min > 0")
+        check(0 < self.lam_min <= self.lam_init <= self.lam_max, "lam_init", self.lam_init,
+              "in [lam_min, lam_max], lam_min > 0")
         check(self.eta >= 0, "eta", self.eta, ">= 0")
         check(0 < self.kl_ema <= 1, "kl_ema", self.kl_ema, "in (0, 1]")
         check(self.kl_clip > 0, "kl_clip", self.kl_clip, "> 0")

@@ -1,4 +1,4 @@
-"""Bridges from tether's methods to other training frameworks (issue #10; dcmdp.md §6.2, intrinsic.md §6).
+"""Bridges from tether's methods to other training frameworks (issue #10; recipes in docs/scale.md).
 
 `tether.integrations.trl` runs tether's mismatch corrections (TIS, MIS, IcePop, DCMDP), rewards and detectors
 inside TRL's `GRPOTrainer` (optional extra `lm`). Integrations may import `tether.core` and the families; no

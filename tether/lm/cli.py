@@ -28,7 +28,8 @@ from tether.lm.model.build import ModelSpec, build_policy, resolve_path
 from tether.lm.model.tokenizer import CharTokenizer
 from tether.lm.pretrain import PretrainConfig
 from tether.lm.pretrain import run as run_pretrain
-from tether.lm.rollout.engine import PRECISIONS, RolloutEngine
+from tether.lm.rollout.engine import RolloutEngine
+from tether.lm.rollout.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class EvalConfig:
     splits: tuple[str, ...] = ("heldout", "ood")
     """Splits to evaluate."""
     precision: str = "fp32"
-    """Rollout engine precision (tether.lm.rollout.engine.PRECISIONS)."""
+    """Rollout engine precision (tether.lm.rollout.precision.PRECISIONS)."""
     seed: int = 1234
     """Seed of the problems and of the sampling noise."""
 

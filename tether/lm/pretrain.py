@@ -1,4 +1,4 @@
-"""Supervised pretraining of base models with a controllable "logical prior" (intrinsic.md §5.3).
+"""Supervised pretraining of base models with a controllable "logical prior" (docs/results/intrinsic.md, "Bases").
 
 Next-token cross-entropy on generated task traces (completion tokens and EOS only; prompts are inputs).
 Knobs: `steps` (under-training gives a weak prior), `error_rate` (fraction of traces with one arithmetic
@@ -64,7 +64,8 @@ class PretrainConfig:
 
 
 def corpus_batch(task, tok: CharTokenizer, rng: random.Random, n: int, *, error_rate: float, alignment: str):
-    """(ids (n, P+T), mask, start=P, target mask (n, T)) of n traces: prompt left-padded, completion+EOS right-padded."""
+    """(ids (n, P+T), mask, start=P, target mask (n, T)) of n traces: prompt left-padded, completion+EOS
+    right-padded."""
     traces = [task.corpus_trace(rng, error_rate=error_rate, alignment=alignment) for _ in range(n)]
     p_ids, p_mask = pad_left([tok.encode(p) for p, _, _ in traces], tok.pad_id)
     comps = [tok.encode(c, bos=False) + [tok.eos_id] for _, c, _ in traces]

@@ -25,7 +25,8 @@ def test_gaussian_velocity_matches_brief_formula():
 def test_mixture_velocity_is_the_conditional_expectation():
     """Monte Carlo oracle: E[x1 - x0 | x_t in a small ball] vs the closed form at the ball's centre."""
     g = torch.Generator().manual_seed(0)
-    v = GaussianMixtureVelocity(torch.tensor([[0.5, 0.0], [-0.5, 0.2]]), torch.tensor([0.1, 0.2]), torch.tensor([0.3, 0.7]))
+    v = GaussianMixtureVelocity(torch.tensor([[0.5, 0.0], [-0.5, 0.2]]), torch.tensor([0.1, 0.2]),
+                                torch.tensor([0.3, 0.7]))
     n, t = 400_000, 0.6
     x1, x0 = v.sample(n, g), torch.randn(n, 2, generator=g)
     xt = (1 - t) * x0 + t * x1

@@ -16,7 +16,8 @@ def test_critic_error_is_zero_on_support_and_optimistic_off_it():
     off = torch.tensor([[0.95, 0.0], [0.0, 0.0]])
     assert (support_distance(off) > 0.2).all()
     assert (critic_hat(off, critic_error=6.0, q_scale=1.0) > true_reward(off) + 0.5).all()
-    assert torch.allclose(critic_hat(off, critic_error=2.0, q_scale=10.0), 10 * critic_hat(off, critic_error=2.0, q_scale=1.0))
+    assert torch.allclose(critic_hat(off, critic_error=2.0, q_scale=10.0),
+                          10 * critic_hat(off, critic_error=2.0, q_scale=1.0))
     assert true_reward(m[0]) > true_reward(m[1]) > true_reward(m[5]) > true_reward(m[2])
 
 

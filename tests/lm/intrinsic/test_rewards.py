@@ -17,7 +17,8 @@ V = 4
 def _batch(kind: str, lengths: list[int], T: int = 10, options=None, parsed=None, groups=None) -> RewardInput:
     """Completions whose every token comes from a uniform (kind='uniform') or near-one-hot distribution."""
     B = len(lengths)
-    logits = torch.zeros(B, T, V) if kind == "uniform" else torch.full((B, T, V), -30.0).index_fill_(2, torch.tensor([1]), 0.0)
+    logits = (torch.zeros(B, T, V) if kind == "uniform"
+              else torch.full((B, T, V), -30.0).index_fill_(2, torch.tensor([1]), 0.0))
     tokens = torch.ones(B, T, dtype=torch.long)  # token 1: the likely one under the one-hot distribution
     stats = score_tokens(logits, tokens, stats=("entropy", "collision", "self_certainty",
                                                 renyi_stat((options or RewardOptions()).renyi_alpha)))

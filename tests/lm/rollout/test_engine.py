@@ -3,7 +3,8 @@ import torch
 
 from tether.lm.model.tinylm import Block
 from tether.lm.model.tokenizer import pad_left
-from tether.lm.rollout.engine import PRECISIONS, RolloutEngine, _top_p_filter, sample_next
+from tether.lm.rollout.engine import RolloutEngine, _top_p_filter, sample_next
+from tether.lm.rollout.precision import PRECISIONS
 from tether.testing.lm import EOS, PAD, ragged_prompts, tiny_policy
 
 
@@ -153,7 +154,8 @@ def test_dropping_finished_rows_keeps_results_identical(monkeypatch, backend):
         toks, lps, valid = naive_generate(Wrap(), ids, mask, T=25, temperature=1.0, top_p=1.0,
                                           gen=torch.Generator().manual_seed(5))
     assert calls, "no row was dropped; the test does not exercise compaction"
-    assert torch.equal(out.tokens, toks[:, : out.tokens.shape[1]]) and torch.equal(out.mask, valid[:, : out.mask.shape[1]])
+    assert (torch.equal(out.tokens, toks[:, : out.tokens.shape[1]])
+            and torch.equal(out.mask, valid[:, : out.mask.shape[1]]))
     torch.testing.assert_close(out.logp, lps[:, : out.logp.shape[1]], atol=1e-5, rtol=0)
 
 
@@ -179,3 +181,14 @@ def test_shared_prompts_are_prefilled_once_with_identical_results(monkeypatch):
     assert seen == [4, 4]                                 # 4 distinct prompts through each of the 2 blocks
     assert torch.equal(out.tokens, toks) and torch.equal(out.mask, valid)
     torch.testing.assert_close(out.logp, lps, atol=2e-6, rtol=0)
+
+
+def test_importing_the_engine_loads_neither_grpo_nor_a_paper():
+    import json
+    import subprocess
+    import sys
+
+    code = "import tether.lm.rollout.engine, sys, json; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert not [m for m in loaded if m.startswith(("tether.lm.grpo", "tether.lm.dcmdp", "tether.lm.intrinsic"))]

@@ -1,6 +1,6 @@
 """An outcome-conditioned autoregressive sequence model over any `LayeredMDP`, and its exact read-out.
 
-The neural side of Karwowski & Douglas, arXiv:2510.06545 (brief §8.3; the paper itself has no neural
+The neural side of Karwowski & Douglas, arXiv:2510.06545 (the paper itself has no neural
 experiment, so this design is ours, after the Decision Transformer, arXiv:2106.01345, with the outcome
 token in place of the return-to-go). A trajectory is the token sequence
 
@@ -14,7 +14,7 @@ A third outcome token, `NULL = 2`, means "outcome not given" (as in classifier-f
 arXiv:2207.12598): the offline phase also trains on every row with O replaced by NULL, so the same
 network models the behaviour policy. The rejection route samples that branch. Mixing the O = 0 and
 O = 1 branches rolled out in the env would not give back the behaviour law under stochastic dynamics
-(conditioning on O also tilts the dynamics, brief §1); we measured that bias before adding NULL.
+(conditioning on O also tilts the dynamics); we measured that bias before adding NULL.
 
 This module owns the model (`SequenceModel`, GRU or small causal transformer), the data encoding with
 de-duplication (`encode`), the pure loss (`sequence_nll`), full-batch fitting (`fit`) and the read-out of

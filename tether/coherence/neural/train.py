@@ -1,7 +1,7 @@
 """Offline phase, re-training rounds, rejection and folding routes for the neural model, scored exactly.
 
 Karwowski & Douglas, arXiv:2510.06545, §5 (operator G, Thm. 5.9, the training-inference trade-off);
-brief §8.3 (the design is reconstructed there, not in the paper). One seed of `run_seed` does:
+the design is ours, not the paper's (docs/results/coherence.md, "Neural coherence"). One seed of `run_seed` does:
 
 1. Offline: N trajectories of a behaviour prior p, outcome `O ~ Bernoulli(prod q)`, cross-entropy on
    `(O, history) -> action`. Read out at `O = 1`: neural `pi_1 ≈ G(p)` (round k = 1).

@@ -2,7 +2,7 @@
 
 OGBench downloads its datasets at run time (`ogbench.utils.DATASET_URL`), which cannot work offline. The
 oracles (`ogbench.manipspace.oracles.plan.*`) are in the wheel, the driver script is not; this is our own
-driver following the published protocol (brief trqam.md §4.3, OGBench arXiv:2410.20092 App. D):
+driver following the published protocol (OGBench arXiv:2410.20092 App. D; docs/results/trqam.md section 6.1):
 
 * env `<domain>-v0` made with `terminate_at_goal=False, mode="data_collection", max_episode_steps=1001`;
 * the oracle is picked by `info["privileged/target_task"]`; when it is done, `set_new_target(p_stack=...)`

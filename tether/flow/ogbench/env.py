@@ -1,7 +1,7 @@
 """OGBench single-task environments: task names, datasets into a replay buffer, online env, parallel evaluation.
 
-Protocol (brief trqam.md §4.2): task `<domain>-play-singletask-task{1..5}-v0` reuses the dataset
-`<domain>-play-v0` with rewards relabelled for the fixed task by OGBench's own `relabel_dataset`
+Protocol (OGBench's; docs/results/trqam.md section 6.2): task `<domain>-play-singletask-task{1..5}-v0` reuses
+the dataset `<domain>-play-v0` with rewards relabelled for the fixed task by OGBench's own `relabel_dataset`
 (via `ogbench.make_env_and_datasets(..., dataset_path=...)`, so downloaded files load the same way).
 Manipulation reward = #satisfied subtasks - #subtasks; the "sparse" variant QAM uses is -1[r != 0].
 A success gives mask 0 (terminal); the dataset's episode ends are time-outs. Evaluation: 50 episodes,
@@ -25,7 +25,8 @@ from tether.flow.data import ReplayBuffer
 from tether.flow.ogbench.data import quiet_mujoco
 
 Reward = Literal["dense", "sparse"]
-TASK_RE = re.compile(r"^(?P<domain>[a-z0-9x-]+)-(?P<kind>play|noisy|navigate|stitch|explore)-singletask-task(?P<n>[1-5])-v0$")
+TASK_RE = re.compile(r"^(?P<domain>[a-z0-9x-]+)-(?P<kind>play|noisy|navigate|stitch|explore)"
+                     r"-singletask-task(?P<n>[1-5])-v0$")
 
 
 @dataclass(frozen=True)

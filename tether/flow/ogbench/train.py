@@ -1,4 +1,4 @@
-"""`tether flow train`: the TRQAM paper's pipeline on one OGBench task (arXiv:2605.27079, brief §2.6, §4, §5).
+"""`tether flow train`: the TRQAM pipeline on one OGBench task (arXiv:2605.27079; docs/results/trqam.md section 6).
 
 1. BC pretraining of the flow on the task's dataset, cached in `bc_dir` per (dataset, seed, network, steps):
    every method of a sweep loads the same checkpoint into its slow/reference and fine-tuned flows.
@@ -94,7 +94,8 @@ def dataset_digest(path: Path) -> str:
 def bc_key(cfg: OGBenchConfig, digest: str) -> str:
     a = cfg.agent
     net = f"h{a.horizon}-w{'x'.join(map(str, a.hidden))}-ln{int(a.actor_layer_norm)}-k{a.flow_steps}"
-    return f"{Task.parse(cfg.task).dataset}-{digest[:12]}-{net}-b{cfg.schedule.batch_size}-n{cfg.bc_steps}-s{cfg.run.seed}"
+    return (f"{Task.parse(cfg.task).dataset}-{digest[:12]}-{net}-b{cfg.schedule.batch_size}-n{cfg.bc_steps}"
+            f"-s{cfg.run.seed}")
 
 
 def pretrained_bc(cfg: OGBenchConfig, buffer: ReplayBuffer, digest: str) -> dict[str, torch.Tensor]:
@@ -146,7 +147,8 @@ def run_train(cfg: OGBenchConfig) -> int:
         done = [0]
 
         def on_step(step: int, m: dict[str, float]) -> None:
-            shown = {k.replace("/", "_"): v for k, v in m.items() if k in ("loss/critic", "q/mean", "kl/path", "eval/success")}
+            shown = {k.replace("/", "_"): v for k, v in m.items()
+                     if k in ("loss/critic", "q/mean", "kl/path", "eval/success")}
             bar.update(step - done[0], **shown)
             done[0] = step
 

@@ -2,7 +2,8 @@
 
 Owns closed forms used as oracles by the theory tests and the docs: the marginal velocity of the
 linear path x_t = (1 - t) x0 + t x1 when x1 is a Gaussian or an isotropic Gaussian mixture, and the
-Gaussian / linear-critic case of TRQAM (arXiv:2605.27079, brief §2.2, reconstructed): the tilted policy
+Gaussian / linear-critic case of TRQAM (arXiv:2605.27079, its Theorem 1 as we reconstructed it, see
+docs/results/trqam.md section 1): the tilted policy
 pi*_lambda = N(m + s^2 c / lambda, s^2 I), KL(lambda) = s^2 ||c||^2 / (2 lambda^2), lambda* = s ||c|| / sqrt(2 eps).
 Nothing here is trained; the modules take (obs, x, t) like `nets.VelocityField` and ignore obs. Also holds the
 MMD permutation test used to compare sampler marginals.

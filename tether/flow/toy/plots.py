@@ -36,7 +36,8 @@ def plot_samples(panels: list[tuple[str, torch.Tensor]], *, critic_error: float,
         ax.scatter(s[:, 0], s[:, 1], s=1.5, c="tab:blue", alpha=0.35)
         ax.set(xlim=(-1, 1), ylim=(-1, 1), xticks=[], yticks=[], title=title)
         ax.title.set_fontsize(8)
-    fig.suptitle(f"green: true reward; red: critic (error c={critic_error:g}, Q x {q_scale:g}); blue: actions", fontsize=8)
+    fig.suptitle(f"green: true reward; red: critic (error c={critic_error:g}, Q x {q_scale:g}); blue: actions",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=80)
     plt.close(fig)

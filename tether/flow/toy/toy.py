@@ -1,4 +1,5 @@
-"""The critic-error toy (brief §5.5): one state, a 2-D action, a ring of 6 behaviour modes, a wrong critic.
+"""The critic-error toy (docs/results/trqam.md, section 2): one state, a 2-D action, a ring of 6 behaviour modes,
+a wrong critic.
 
 Behaviour data: 6 Gaussians on a ring (radius 0.6, std 0.05). True reward r(a) = sum_k w_k exp(-||a - m_k||^2 /
 (2 * 0.1^2)) with w = (1, 0.6, 0, 0, 0, 0.3). The critic is mis-specified by an optimistic ramp off the data
@@ -6,7 +7,7 @@ support, Qhat(a) = q_scale * (r(a) + c * relu(dist(a, support) - 0.1) * (1 + a_x
 off it like extrapolation error. `critic="learned"` instead fits a critic ensemble by TD (a bandit: masks 0)
 from logged data: 90% ring actions, 10% uniform actions, logged reward Qhat(a) (so the off-support logs carry
 the optimistic error). The base flow is pretrained by BC on the ring, then fine-tuned with a frozen reference.
-Toy dual settings differ from the paper's (lam_scale 1, eta 0.05), as in the brief; EMA and 2 eps clip are the paper's.
+Toy dual settings differ from the paper's (lam_scale 1 vs 3, eta 0.05 vs 0.01); EMA and the 2 eps clip are the paper's.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class ToyConfig:
         check(self.method in METHODS, "method", self.method, METHODS.names())
         check(self.critic in ("misspecified", "learned"), "critic", self.critic, "'misspecified' or 'learned'")
         check(self.steps >= 0 and self.bc_steps >= 0, "steps", (self.steps, self.bc_steps), ">= 0")
-        check(self.width >= 1 and self.batch_size >= 2, "width/batch_size", (self.width, self.batch_size), ">= 1 / >= 2")
+        check(self.width >= 1 and self.batch_size >= 2, "width/batch_size", (self.width, self.batch_size),
+              ">= 1 / >= 2")
 
 
 def modes() -> Tensor:
@@ -149,7 +151,8 @@ def fine_tune(cfg: ToyConfig, agent: FlowAgent, *, trace_every: int = 10) -> tup
         if "kl/path" in m:
             kls.append(m["kl/path"])
         if step % trace_every == 0 or step == cfg.steps - 1:
-            row = {"step": step, **{k: float(v) for k, v in m.items() if k in ("kl/path", "kl/path_ema", "dual/trqam/lambda")}}
+            row = {"step": step,
+                   **{k: float(v) for k, v in m.items() if k in ("kl/path", "kl/path_ema", "dual/trqam/lambda")}}
             trace.append(row)
     return trace, kls
 

@@ -1,4 +1,4 @@
-"""tether inside TRL's `GRPOTrainer` (issue #10; dcmdp.md §6.2, intrinsic.md §6.2): the public entry point.
+"""tether inside TRL's `GRPOTrainer` (issue #10): the public entry point.
 
 Importing this module checks that the installed trl is in `TRL_SUPPORTED` (the range the tests cover) and fails
 with the installed version and the range otherwise. The pieces:

@@ -1,4 +1,4 @@
-"""tether's collapse/hacking detectors and manifold-envelope lens as TRL `TrainerCallback`s (intrinsic.md §3, §5.6).
+"""tether's collapse/hacking detectors and manifold-envelope lens as TRL `TrainerCallback`s.
 
 Both read TRL's logged training metrics in `on_log`, translate TRL's names into tether's (`TRL_KEYS`), and write
 their `diag/` or `lens/` values back into the same `logs` dict and the newest `state.log_history` row, so callbacks
@@ -84,12 +84,12 @@ class DetectorCallback(TetherCallback):
 
 
 class EnvelopeCallback(TetherCallback):
-    """The manifold-envelope lens (`tether.lm.intrinsic.lens`, our operationalisation, intrinsic.md §3.2 [R]) per log row.
+    """The manifold-envelope lens (`tether.lm.intrinsic.lens`, our operationalisation, not the paper's) per log row.
 
     Phase point z = (entropy, log length, reward) standardised by the first `w0` rows; the envelope is the convex
     hull of `reference` (a pooled, already standardised (N, 3) cloud of reference runs, e.g. from
-    `tether.lm.intrinsic.lens_report.load_run`) or of the run's own first `w0` points. Logs `lens/z_*` from row `w0` on and
-    `lens/inside_frac`, `lens/hull_volume`, `lens/escape` over the last `window` points.
+    `tether.lm.intrinsic.lens_report.load_run`) or of the run's own first `w0` points. Logs `lens/z_*` from row
+    `w0` on and `lens/inside_frac`, `lens/hull_volume`, `lens/escape` over the last `window` points.
     """
 
     def __init__(self, reference: np.ndarray | None = None, w0: int = 10, window: int = 10) -> None:

@@ -1,4 +1,4 @@
-"""tether's rewards (`tether.lm.grpo.rewards.REWARDS`, intrinsic ones included) as TRL reward functions (intrinsic.md §6.2).
+"""tether's rewards (`tether.lm.grpo.rewards.REWARDS`, intrinsic ones included) as TRL reward functions.
 
 trl 1.16 calls a reward function as `f(prompts=..., completions=..., completion_ids=..., **kwargs)`, kwargs holding
 every extra dataset column (repeated per generation) plus `trainer_state`, `log_extra` and `log_metric`, and expects
@@ -11,7 +11,8 @@ one float per completion. `TetherReward(name)` wraps a registry entry or a '+' m
 
 Ground truth for `correct` (and the Spearman diagnostic) comes from the dataset column `answer_column`. Group-level
 entries (majority, semantic, and every '+' mixture, z-scored per group) group rows as TRL orders them: G consecutive
-completions per prompt, which holds on one process (TRL may spread a group over processes: intrinsic.md §6.2).
+completions per prompt, which holds on one process (TRL's sampler may spread a prompt's G copies over processes,
+each scoring only its local slice).
 Besides the rewards it logs `reward/unparsable_frac` and `diag/reward_acc_spearman` through TRL's `log_metric`.
 """
 

@@ -1,4 +1,4 @@
-"""tether's mismatch corrections and logit statistics inside TRL's `GRPOTrainer` (dcmdp.md §6.2, intrinsic.md §6.2).
+"""tether's mismatch corrections and logit statistics inside TRL's `GRPOTrainer` (recipes: docs/scale.md).
 
 `TetherGRPOTrainer` overrides four private methods of trl 1.16's `GRPOTrainer`, each a thin wrapper that calls
 TRL's own implementation:
@@ -301,7 +301,7 @@ def engine_rollout(precision: str = "fp32", *, noise: float = 0.0, seed: int = 0
                    backend: str = "auto") -> Callable[[list, GRPOTrainer], dict]:
     """A TRL `rollout_func` that samples with tether's `RolloutEngine` at `precision` and returns its log-probs.
 
-    The CPU stand-in for vLLM (dcmdp.md §6.1): the engine keeps its own copy of the weights, re-synced from the
+    The CPU stand-in for vLLM: the engine keeps its own copy of the weights, re-synced from the
     trainer's model whenever TRL's global step changes, so an fp16/int8/int4 engine produces a real train/inference
     mismatch. `noise` > 0 adds N(0, noise^2) to the returned log-probs (clamped at 0): a controlled mismatch.
     Text prompts only; TRL's `top_k`/`min_p`/`repetition_penalty` are not applied by the engine.

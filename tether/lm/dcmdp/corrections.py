@@ -11,9 +11,9 @@ the same way, whatever the name:
 
 Corrections stack (`"dcmdp+tis_token"`): weights multiply, keep-masks AND, shifts and penalties add.
 A registry entry takes `(inputs, hp)` where `hp` is the frozen `CorrectionConfig` section: one uniform
-signature, so the trainer never branches on a name (STYLE.md 4.6).
+signature, so the trainer never branches on a name.
 
-Formulas (dcmdp.md §3.3, §5.1), with r_t = pi_train/pi_inf and rho = prod_t r_t:
+Formulas, with r_t = pi_train/pi_inf and rho = prod_t r_t:
   tis_token  w_t = min(r_t, C)                           Yao et al. 2025 (FlashRL), C = 2
   tis_seq    w = min(rho, C) for every token              Liu et al. 2025
   mis_token  w_t = r_t * 1[r_t <= C]                      token masking (collapsed in Liu et al.'s tests)
@@ -25,7 +25,8 @@ Formulas (dcmdp.md §3.3, §5.1), with r_t = pi_train/pi_inf and rho = prod_t r_
              sequence_reward  reward_shift = -lam * mean_t delta_t
              differentiable   penalty = lam (gradient through p_train; p_inf constant)
 The paper's full text was not available: which of these variants it uses, the normalisation of delta-bar and
-the projection bounds are reconstructed (brief tags [S]/[R]); the variants are switches so they can be matched.
+the projection bounds are reconstructions, documented in docs/results/dcmdp.md; the variants are switches so
+they can be matched.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from tether.lm.grpo.tasks import make_task
 from tether.lm.model.build import ModelSpec, build_policy
 from tether.lm.model.moe import route_flips
 from tether.lm.model.tokenizer import CharTokenizer, pad_left
-from tether.lm.rollout.engine import PRECISIONS, RolloutEngine
+from tether.lm.rollout.engine import RolloutEngine
 from tether.lm.rollout.mismatch import mismatch_metrics
+from tether.lm.rollout.precision import PRECISIONS
 
 __all__ = ["MismatchConfig", "run_mismatch", "measure_mismatch", "load_policy"]
 
@@ -34,7 +35,7 @@ class MismatchConfig:
     checkpoint: str = "base:medium"
     """A model (base:<name>, a TinyLM/HF directory) or a run checkpoint directory (runs/.../checkpoints/step_N)."""
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
-    """Engine precisions to measure (comma-separated; tether.lm.rollout.engine.PRECISIONS)."""
+    """Engine precisions to measure (comma-separated; tether.lm.rollout.precision.PRECISIONS)."""
     task: TaskSpec = field(default_factory=TaskSpec)
     """Task whose held-out prompts are sampled."""
     n_prompts: int = 64
@@ -136,6 +137,7 @@ def dcmdp_demo_section(out_dir: Path) -> str:
             "Mismatch between the fp32 trainer and the KV-cached rollout engine at each deployment precision, on "
             "the shipped medium base (32 held-out prompts x 4 samples):\n\n" + "\n".join(table) +
             "\n\nThen 20 GRPO steps with int4 rollouts, without correction and with DCMDP (the paper's dual step, "
-            "η = 1, λ₀ = 0.1): δ̄ sits above the tolerance c = 0.0037, so λ climbs by about δ̄ − c per step. One seed; the "
+            "η = 1, λ₀ = 0.1): δ̄ sits above the tolerance c = 0.0037, so λ climbs by about δ̄ − c per step. "
+            "One seed; the "
             "comparisons with >= 3 seeds are in docs/results/dcmdp.md.\n\n![dcmdp](dcmdp.png)\n\n"
             f"_{time.perf_counter() - t0:.0f} s_\n")

@@ -17,7 +17,7 @@ from tether.lm.grpo.losses import LOSSES
 from tether.lm.grpo.rewards import REWARDS, RewardOptions
 from tether.lm.grpo.tasks import SPLITS, TASKS
 from tether.lm.model.build import ModelSpec
-from tether.lm.rollout.engine import PRECISIONS
+from tether.lm.rollout.precision import PRECISIONS
 
 __all__ = ["TaskSpec", "RolloutSpec", "AlgoSpec", "OptimSpec", "EvalSpec", "TrainConfig", "PRESETS", "smoke",
            "gsm_tiny"]
@@ -48,7 +48,8 @@ class RolloutSpec:
     top_p: float = 1.0
     """Nucleus sampling mass (1 = off)."""
     precision: str = "fp32"
-    """Numeric precision of the rollout engine (registry tether.lm.rollout.engine.PRECISIONS), independent of the trainer."""
+    """Numeric precision of the rollout engine (registry tether.lm.rollout.precision.PRECISIONS), independent of the
+    trainer."""
     logprobs: Literal["auto", "sampler", "recompute"] = "auto"
     """Engine log-probs: from the decode loop (sampler), or from a full forward of the engine's own weights
     (recompute: in fp32 bit-identical to the trainer, an exact on-policy control); auto = recompute for fp32 only."""
@@ -98,7 +99,8 @@ class AlgoSpec:
               f"a reward or a '+' mixture of rewards from {REWARDS.names()}")
         check(self.advantage in ADVANTAGES, "algo.advantage", self.advantage, f"one of {ADVANTAGES.names()}")
         check(self.loss in LOSSES, "algo.loss", self.loss, f"one of {LOSSES.names()}")
-        check(self.aggregation in AGGREGATION_MODES, "algo.aggregation", self.aggregation, f"one of {AGGREGATION_MODES}")
+        check(self.aggregation in AGGREGATION_MODES, "algo.aggregation", self.aggregation,
+              f"one of {AGGREGATION_MODES}")
         check(0 <= self.clip_low < 1, "algo.clip_low", self.clip_low, "a float in [0, 1)")
         check(self.clip_high >= self.clip_low, "algo.clip_high", self.clip_high,
               f"a float >= algo.clip_low={self.clip_low}")
@@ -197,8 +199,9 @@ def smoke() -> TrainConfig:
 
 
 def gsm_tiny() -> TrainConfig:
-    """Standard recipe: GT-reward GRPO of the shipped medium base on running sums (intrinsic.md §5.5);
-    100 steps of 16 prompts x G=8, lr 3e-5, clip-higher 0.28; ~2 CPU-minutes on one core."""
+    """Standard recipe: GT-reward GRPO of the shipped medium base on running sums (cut to 60 steps in the grids
+    of docs/results/intrinsic.md and dcmdp.md); 100 steps of 16 prompts x G=8, lr 3e-5, clip-higher 0.28;
+    ~2 CPU-minutes on one core."""
     return TrainConfig(preset="gsm-tiny", steps=100, model=ModelSpec(path="base:medium"),
                        rollout=RolloutSpec(prompts_per_step=16, group_size=8, max_new_tokens=40),
                        algo=AlgoSpec(clip_high=0.28), optim=OptimSpec(lr=3e-5),

@@ -1,4 +1,4 @@
-"""Collapse and hacking detectors for label-free RL (arXiv:2603.16578 and its anchors; intrinsic.md §3.4, §5.6).
+"""Collapse and hacking detectors for label-free RL (arXiv:2603.16578 and its anchors; signals in docs/metrics.md).
 
 Each detector is a pure function of the run's history of flushed metrics (one dict per step, newest last)
 and returns a `Signal`: a value logged under `diag/<name>` (once there is enough history) and whether the

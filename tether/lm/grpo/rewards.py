@@ -2,8 +2,9 @@
 
 Every entry maps a `RewardInput` (what the trainer knows about a batch of completions) to rewards (B,).
 Ground truth and format live here; intrinsic rewards (entropy, length, self-certainty, majority vote) register
-into the same `REWARDS` registry from `tether.lm.intrinsic.rewards` (loaded by `tether.lm.builtins`) and read the optional per-token statistics the trainer attaches when an entry
-lists them in its `needs` attribute (names from `tether.lm.model.policy.LOGIT_STATS`).
+into the same `REWARDS` registry from `tether.lm.intrinsic.rewards` (loaded by `tether.lm.builtins`) and read the
+optional per-token statistics the trainer attaches when an entry lists them in its `needs` attribute (names from
+`tether.lm.model.policy.LOGIT_STATS`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def reward_needs(name: str, options: RewardOptions | None = None) -> tuple[str, 
 
 def compute_rewards(name: str, batch: RewardInput, eps: float = 1e-6) -> Tensor:
     """Rewards (B,) of a single entry, or of a mixture: sum of the terms z-scored within each group, so an
-    O(T) length term cannot drown an O(1) one (TRL's normalize_then_sum; intrinsic.md §1.2)."""
+    O(T) length term cannot drown an O(1) one (TRL's multi_objective_aggregation="normalize_then_sum")."""
     parts = reward_parts(name)
     if len(parts) == 1:
         return REWARDS.get(parts[0])(batch).float()
@@ -85,7 +86,8 @@ def compute_rewards(name: str, batch: RewardInput, eps: float = 1e-6) -> Tensor:
 @REWARDS.register("correct")
 def correct(batch: RewardInput) -> Tensor:
     """1 if the parsed answer equals the ground truth, else 0 (unparsable completions score 0)."""
-    return torch.tensor([float(a is not None and a == p.answer) for a, p in zip(batch.parsed, batch.problems, strict=True)])
+    return torch.tensor([float(a is not None and a == p.answer)
+                         for a, p in zip(batch.parsed, batch.problems, strict=True)])
 
 
 @REWARDS.register("format")

@@ -2,7 +2,7 @@
 
 Each task draws a problem for a split (`train`, `heldout`, `ood`), writes the reference trace
 (`step;step;...#answer`) and can corrupt it for pretraining corpora: an arithmetic slip at one step that
-propagates to the answer (the "error rate" knob of the intrinsic-reward brief §5.3), and an *alignment*
+propagates to the answer (the "error rate" knob of the logical prior), and an *alignment*
 transform of erroneous traces: `aligned` (longer, noisier: a repeated step), `neutral` (unchanged) or
 `anti` (terse and confident: intermediate steps dropped).
 

@@ -266,7 +266,8 @@ class GRPOTrainer:
     @torch.no_grad()
     def stats_of(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
         """Log-probs (B, T) of the completions under `policy` plus per-token `stats`, micro-batched, no grad."""
-        parts = [self._forward(policy, batch.select(rows), stats) for rows in self._micro(torch.arange(len(batch.parsed)))]
+        parts = [self._forward(policy, batch.select(rows), stats)
+                 for rows in self._micro(torch.arange(len(batch.parsed)))]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _forward(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:

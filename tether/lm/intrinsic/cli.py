@@ -73,7 +73,8 @@ def intrinsic_demo_section(out_dir: Path, steps: int = 30) -> str:
                     f"| {r['inside_frac_late']:.2f} |\n")
     wall = time.perf_counter() - t0
     return (head +
-            f"Prior check of the shipped medium base (32 held-out prompts x 8 samples): pass@1 {summary['pass@1']:.2f}, "
+            "Prior check of the shipped medium base (32 held-out prompts x 8 samples): "
+            f"pass@1 {summary['pass@1']:.2f}, "
             f"maj@8 {summary['maj@8']:.2f}, answer diversity {summary['diversity']:.2f}. AUROC of each label-free "
             "score for correctness (within a group is what GRPO sees):\n\n" + table +
             f"\nThen {steps} GRPO steps (8 prompts x G=8, one seed) with the ground-truth, Ent (-sum of token "
@@ -81,4 +82,4 @@ def intrinsic_demo_section(out_dir: Path, steps: int = 30) -> str:
             "(axes: entropy, log length, reward; envelope = the hull of the ground-truth run's trajectory, so that "
             f"run is inside by construction; {wall:.0f} s wall in total):\n\n"
             + runs_md + f"\n![phase trajectories]({figs[0].name})\n\n![envelope metrics]({figs[2].name})\n\n"
-            "Full grid, 3 seeds and the brief's Q1-Q4: docs/results/intrinsic.md.\n")
+            "Full grid, 3 seeds and the answers to questions Q1-Q4: docs/results/intrinsic.md.\n")

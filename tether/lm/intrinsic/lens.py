@@ -2,7 +2,7 @@
 
 The paper describes DTW clustering of token-entropy curves and convex-hull volumes of training trajectories in a
 "phase space" without defining the axes or the envelope; the definitions here are OUR operationalisation
-(intrinsic.md §3.2, tagged [R] there), not the paper's:
+(reconstructions, documented in docs/results/intrinsic.md), not the paper's:
 
   phase space   z_t = (mean token entropy, log mean length, mean reward) per step, each coordinate
                 standardised by the mean/std of the run's first `w0` steps (label-free).
@@ -14,7 +14,7 @@ The paper describes DTW clustering of token-entropy curves and convex-hull volum
   DTW           z-normalised mean-entropy curves, pairwise DTW, average-linkage clusters; open-end DTW
                 matches a running run's partial curve to finished ones.
   hidden states participation ratio (sum l)^2 / sum l^2 of a probe set's pooled hidden states (our
-                extension, intrinsic.md §3.3; not the paper's method).
+                extension; not the paper's method).
 
 Pure numpy/scipy; reads nothing and logs nothing. `tether lm lens` draws the pictures.
 """

@@ -6,16 +6,16 @@ Reads each run's metrics.jsonl (and eval.jsonl when present), builds the 3-D pha
 runs, or, label-free, of each run's own first `w0` points), the per-step envelope metrics (inside_frac,
 hull_volume, escape) and the DTW clustering of the z-normalised entropy curves; draws three figures and
 classifies each run as *enveloped* when the mean inside_frac over the second half of the run is
->= `enveloped_frac`. The axes, the envelope and the threshold are OUR operationalisation (intrinsic.md §3.2):
-the paper names the ingredients, not the definitions.
+>= `enveloped_frac`. The axes, the envelope and the threshold are OUR operationalisation (see
+docs/results/intrinsic.md): the paper names the ingredients, not the definitions.
 
-When runs have evaluations, it also reports the outcome (final minus first held-out sampled accuracy) and
-how well the lens predicts it early (Q3 of the brief): for each step t in `predict_at`, the AUROC, for "the run
-ends with held-out sampled accuracy below its start by more than `fail_drop`", of (a) 1 - mean inside_frac up
-to t, (b) the largest escape up to t, (c) the partial-DTW score: open-end DTW of the run's entropy curve up to t
-(standardised by its first w0 steps) to every OTHER finished run's curve, mean distance to the runs that
-succeeded minus mean distance to those that failed (leave-one-out). The lead time of a failed run is the first
-evaluated step at which its accuracy has dropped by `fail_drop` minus the first step its inside_frac fell
+When runs have evaluations, it also reports the outcome (final minus first held-out sampled accuracy) and how well
+the lens predicts it early (question Q3 of docs/results/intrinsic.md): for each step t in `predict_at`, the AUROC,
+for "the run ends with held-out sampled accuracy below its start by more than `fail_drop`", of (a) 1 - mean
+inside_frac up to t, (b) the largest escape up to t, (c) the partial-DTW score: open-end DTW of the run's entropy
+curve up to t (standardised by its first w0 steps) to every OTHER finished run's curve, mean distance to the runs
+that succeeded minus mean distance to those that failed (leave-one-out). The lead time of a failed run is the
+first evaluated step at which its accuracy has dropped by `fail_drop` minus the first step its inside_frac fell
 below `enveloped_frac` (positive = the lens warned first).
 """
 

@@ -1,6 +1,6 @@
 """Prior check before label-free RL: does any intrinsic score already separate correct from wrong answers?
 
-intrinsic.md §5.4 (arXiv:2603.16578's "foundational logical prior", measured the way the brief proposes): draw
+Measures arXiv:2603.16578's "foundational logical prior" with our own predictors (the paper gives none): draw
 `samples` completions per held-out prompt from the base model at the sampling temperature, score every
 completion with every intrinsic reward of `tether.lm.grpo.rewards.REWARDS` (the same code the trainer runs, on the
 same per-token statistics from `Policy.token_stats`), and report
@@ -13,7 +13,7 @@ GRPO only compares completions of one prompt, so the within-group AUROC is the n
 reward can help; the global one is inflated by prompt difficulty (harder prompts are longer and less often
 right). A reward whose within-group AUROC is ~0.5 gives GRPO pure noise to amplify; the command warns on
 stderr when no intrinsic reward beats 0.5 by `margin`. The prediction "a reward helps iff its within-group
-AUROC > 0.5" is the brief's hypothesis, not a result of the paper.
+AUROC > 0.5" is our hypothesis, not a result of the paper.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def run_prior_check(cfg: PriorCheckConfig) -> int:
         print(" ".join(f"{k}={v}" for k, v in summary.items() if k != "summary"))
     if not summary["informative"]:
         print(f"warning: no intrinsic reward separates correct from incorrect answers within groups (within-group "
-              f"AUROC <= {0.5 + cfg.margin:.2f} for all of {[r for r in cfg.rewards if r not in ('random', 'format')]}); "
+              f"AUROC <= {0.5 + cfg.margin:.2f} for all of "
+              f"{[r for r in cfg.rewards if r not in ('random', 'format')]}); "
               "label-free RL from this model would amplify noise", file=sys.stderr)
     return 0

@@ -1,7 +1,7 @@
 """Label-free ("intrinsic") rewards for RL of reasoning models, registered into `tether.lm.grpo.rewards.REWARDS`.
 
 arXiv:2603.16578 ("concise and certain" rewards) and its anchors. The paper's formulas were not available;
-the table below is the brief's reconstruction (intrinsic.md §1.2, tagged [R] there), not a transcription.
+the table below is our reconstruction (documented in docs/results/intrinsic.md), not a transcription.
 With H_t the entropy of the full next-token distribution p_t at step t of a completion of T tokens (EOS
 included), all rewards are sequence scalars:
 
@@ -142,7 +142,8 @@ def majority_vote(batch: RewardInput) -> Tensor:
     """1 if the answer equals its group's most frequent parsed answer (ties: smallest answer), else 0."""
     groups = _group_answers(batch)
     top = {g: min(c, key=lambda a: (-c[a], a)) if c else None for g, c in groups.items()}
-    return torch.tensor([float(a is not None and a == top[g]) for g, a in zip(batch.group_ids.tolist(), batch.parsed, strict=True)])
+    return torch.tensor([float(a is not None and a == top[g])
+                         for g, a in zip(batch.group_ids.tolist(), batch.parsed, strict=True)])
 
 
 @REWARDS.register("semantic")

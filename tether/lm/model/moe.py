@@ -2,7 +2,7 @@
 
 Top-k routing is discontinuous: a tiny numeric difference between the trainer and a low-precision rollout
 engine can flip which experts a token uses, a main source of train/inference mismatch for MoE models such as
-Qwen3-30B-A3B (dcmdp.md §1.1). `MoEMLP` routes each token to its top-k of E experts with softmax gates over
+Qwen3-30B-A3B (DCMDP's MoE model). `MoEMLP` routes each token to its top-k of E experts with softmax gates over
 the selected logits (Mixtral, arXiv:2401.04088) and, when `record` is on, keeps the chosen expert ids so the
 trainer's and the engine's routes can be compared (`route_flip_frac`).
 

@@ -58,7 +58,8 @@ class ModelConfig:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         check(self.d_model % self.n_heads == 0, "d_model", self.d_model, f"a multiple of n_heads={self.n_heads}")
-        check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", self.n_kv_heads, f"a divisor of n_heads={self.n_heads}")
+        check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads", self.n_kv_heads,
+              f"a divisor of n_heads={self.n_heads}")
         check((self.d_model // self.n_heads) % 2 == 0, "n_heads", self.n_heads, "a value giving an even head dim")
         check(self.n_experts == 0 or 1 <= self.top_k <= self.n_experts, "top_k", self.top_k,
               f"an integer in [1, n_experts={self.n_experts}]")

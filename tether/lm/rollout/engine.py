@@ -2,7 +2,7 @@
 
 `RolloutEngine` owns its own copy of the weights, refreshed by `sync_from(policy)`, and its own numeric
 precision (the `PRECISIONS` registry of `precision.py`): the trainer/engine
-mismatch studied in DCMDP (dcmdp.md §6.1) exists only if the two are distinct code paths.
+mismatch studied in DCMDP (arXiv:2606.08779; docs/results/dcmdp.md) exists only if the two are distinct code paths.
 
 Two backends: `native` runs `TinyLM` (any Llama/Qwen2-layout HF model exports its weights to it) with a
 preallocated cache and fused projections; `hf` drives a `transformers` model through its own

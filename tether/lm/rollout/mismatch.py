@@ -1,6 +1,6 @@
 """Train-inference mismatch metrics between the trainer's recompute and the rollout engine's log-probs.
 
-Owns the `mismatch/` metrics of dcmdp.md §1.2, computed from sampled-token log-probs only (engines return
+Owns the `mismatch/` metrics (docs/metrics.md), computed from sampled-token log-probs only (engines return
 nothing else): for each response token, l_tr = log pi_train(y_t) (full-sequence fp32 forward at theta_old),
 l_inf = log pi_inf(y_t) (the engine), Delta = l_tr - l_inf, r = exp(Delta) = pi_train / pi_inf.
 

@@ -1,9 +1,10 @@
 """Numeric precisions of the rollout engine: fp32, bf16, fp16, fp8 (e4m3), int8 and int4 weights.
 
-`PRECISIONS` maps a name to a transform of the engine's private copy of the weights: each entry transforms the engine's private copy of the weights
-in place after every `sync_from(policy)` and returns the compute dtype. The trainer never sees these weights:
-this is DCMDP's heterogeneous paradigm (arXiv:2606.08779): train in fp32, roll out and deploy at low cost.
+`PRECISIONS` maps a name to an in-place transform of the engine's private copy of the weights, applied after
+every `sync_from(policy)`; it returns the compute dtype. The trainer never sees these weights: this is
+DCMDP's heterogeneous paradigm (arXiv:2606.08779): train in fp32, roll out and deploy at low cost.
 
+  fp32  the trainer's numerics (up to kernel reduction order); bf16 weights and activations in bfloat16
   fp16  weights and activations in float16 (logits upcast to fp32 before the softmax)
   fp8   e4m3 weights with one scale per output channel; fp32 compute (weight-only, as FlashRL / vLLM fp8)
   int8  symmetric int8 weights, one scale per output channel; fp32 compute
@@ -30,7 +31,7 @@ PRECISIONS: Registry[Callable[[nn.Module], torch.dtype]] = Registry("rollout pre
 
 @PRECISIONS.register("fp32")
 def _fp32(module: nn.Module) -> torch.dtype:
-    """Same numerics as the fp32 trainer up to kernel reduction order (the E0 control of dcmdp.md)."""
+    """Same numerics as the fp32 trainer up to reduction order: the no-mismatch control (docs/results/dcmdp.md)."""
     return torch.float32
 
 

@@ -11,7 +11,7 @@ Error bounds (tested), for a weight row with absmax m:
                        values, absolute error <= 2^-10 * scale in the subnormal range (3 mantissa bits)
   bf16 / fp16 casts    relative error <= 2^-8 / 2^-11 (round to nearest even)
 Per-channel means per output row of an nn.Linear weight (out, in), as in FlashRL / vLLM's INT8 and FP8
-weight-only paths (dcmdp.md §6.1).
+weight-only paths.
 """
 
 from __future__ import annotations
