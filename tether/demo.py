@@ -8,7 +8,7 @@ against the closed form, exercising configs, run directories, metrics, checkpoin
 from __future__ import annotations
 
 import importlib
-import shutil
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from tether.core.checkpoint import load_checkpoint, save_checkpoint
+from tether.core.config import ConfigError
 from tether.core.duals import Dual
 from tether.core.kl import kl_categorical
 from tether.core.metrics import Metrics
@@ -30,7 +31,8 @@ SECTIONS = ("core", "coherence", "lm", "flow")
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = "runs/demo"
-    """Directory for report.md, its figures and the demo's run directories (emptied first)."""
+    """Directory for report.md, its figures and the demo's run directories: a new or empty directory, or one
+    an earlier `tether demo` wrote (only the files that demo wrote are replaced; nothing else is deleted)."""
     sections: tuple[str, ...] = SECTIONS
     """Which sections to run, comma-separated (core, coherence, lm, flow)."""
     seed: int = 0
@@ -113,12 +115,51 @@ def _family_section(family: str, out: Path) -> str:
     return importlib.import_module(f"tether.{family}.cli").demo_section(out)
 
 
+MARKER = ".tether-demo.json"
+
+
+def _files(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MARKER}
+
+
+def claim_output_dir(out: Path) -> None:
+    """Make `out` ready for a demo without deleting anything the demo did not write.
+
+    A new or empty directory is used as it is. A directory that holds the marker of an earlier demo loses the
+    files that demo wrote (listed in the marker; for an interrupted demo, the files written after it started)
+    and keeps every other file. Any other non-empty directory is refused before anything is written."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"demo --out {str(out)!r} is a file; expected a directory")
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise ConfigError(f"demo --out {str(out)!r} holds files that tether demo did not write; expected a new or "
+                          "empty directory, or one an earlier demo wrote")
+    if marker.exists():
+        prev = json.loads(marker.read_text())
+        ours = set(prev["written"]) if prev.get("complete") else \
+            {f for f in _files(out) if (out / f).stat().st_mtime >= prev["started"]}
+        for f in sorted(ours):
+            (out / f).unlink(missing_ok=True)
+        for d in sorted({(out / f).parent for f in ours}, key=lambda p: len(p.parts), reverse=True):
+            while d != out and d.is_dir() and not any(d.iterdir()):  # folders the demo made and left empty
+                d.rmdir()
+                d = d.parent
+    out.mkdir(parents=True, exist_ok=True)
+    before = _files(out)
+    marker.write_text(json.dumps({"started": time.time(), "complete": False, "foreign": sorted(before)}))
+
+
+def _release_output_dir(out: Path) -> None:
+    marker = out / MARKER
+    prev = json.loads(marker.read_text())
+    written = sorted(_files(out) - set(prev["foreign"]))
+    marker.write_text(json.dumps({**prev, "complete": True, "written": written}))
+
+
 def run_demo(cfg: DemoConfig) -> int:
     torch.set_num_threads(1)  # 2 threads on a busy 2-core machine are slower, not faster
     out = Path(cfg.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    claim_output_dir(out)
     parts = ["# tether demo", ""]
     for section in cfg.sections:
         start = time.perf_counter()
@@ -128,5 +169,6 @@ def run_demo(cfg: DemoConfig) -> int:
         parts += [text.rstrip(), "", f"_{section}: {took:.1f} s_", ""]
         print(f"[demo] {section} done in {took:.1f} s", flush=True)
     (out / "report.md").write_text("\n".join(parts))
+    _release_output_dir(out)
     print(f"wrote {out / 'report.md'}")
     return 0

@@ -26,9 +26,9 @@ class Registry(Generic[T]):
 
         def deco(obj: T) -> T:
             old = self._entries.get(name)
-            if old is not None and old is not obj:
+            if old is not None and old is not obj and _identity(old) != _identity(obj):
                 raise ValueError(f"{self.kind} {name!r} is already registered to {old!r}")
-            self._entries[name] = obj
+            self._entries[name] = obj  # the same definition again (a re-run notebook cell) replaces the old one
             return obj
 
         return deco
@@ -47,3 +47,10 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def _identity(obj: object) -> tuple[str, str] | None:
+    """Where a function or class is defined: a re-executed definition (a notebook cell run twice) has the same
+    module and qualified name, a different object with the same name has not."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return (module, qualname) if module and qualname else None

@@ -23,7 +23,7 @@ def require_trl(installed: str | None = None) -> str:
             installed = version("trl")
         except PackageNotFoundError:
             raise ImportError(f"tether.integrations.trl needs trl {','.join(TRL_SUPPORTED)}; trl is not installed "
-                              "(pip install 'tether[lm]')") from None
+                              "(pip install 'tether-rl[lm]')") from None
     if installed not in SpecifierSet(",".join(TRL_SUPPORTED)):
         raise ImportError(f"tether.integrations.trl supports trl {','.join(TRL_SUPPORTED)} (the versions its tests "
                           f"cover); installed: trl {installed}. Install a supported trl or pin it.")

@@ -37,3 +37,8 @@ def undocumented(keys: list[str] | set[str], path: Path = GLOSSARY) -> list[str]
     """Keys that no glossary entry matches (step and time/* phase keys are covered by `time/<phase>`)."""
     pats = documented_patterns(path)
     return sorted(k for k in set(keys) if k != "step" and not any(p.match(k) for p in pats))
+
+
+def python_snippets(path: Path) -> list[str]:
+    """The ```python code blocks of a Markdown file, in order (the README's examples are run by the tests)."""
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)

@@ -139,9 +139,8 @@ def test_dual_and_callback_state_round_trip_through_trl_checkpoints(tmp_path):
 def test_unsupported_settings_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="variant='sequence_reward'.*allowed"):
         _trainer(tmp_path, tether={"correction": CorrectionConfig(name="dcmdp", variant="sequence_reward")})
-    tr = _trainer(tmp_path, steps=1, tether={"correction": CorrectionConfig(name="tis_token")})  # plain generate
-    with pytest.raises(RuntimeError, match="needs the rollout engine's log-probs"):
-        tr.train()
+    with pytest.raises(ValueError, match="needs the rollout engine's log-probs.*rollout_func=engine_rollout"):
+        _trainer(tmp_path, steps=1, tether={"correction": CorrectionConfig(name="tis_token")})  # plain generate
 
 
 LOGIT_REWARDS = ["ent", "avg_ent", "renyi", "cp", "self_certainty", "rent", "em_seq", "rlsc"]

@@ -128,3 +128,86 @@ def test_presets_parse():
                      presets=PRESETS)
     assert cfg.preset == "smoke" and cfg.rollout.precision == "bf16" and cfg.run.dir == "/tmp/x"
     assert PRESETS["gsm-tiny"]().model.path == "base:medium"
+
+
+# ---------------------------------------------------------------------- the TRL-shaped Python API
+
+ADD = [{"prompt": f"{a}+{b}=", "answer": a + b, "level": "easy"} for a in range(5) for b in range(5)]
+
+
+def _hf_llama(vocab: int):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def test_hf_model_tokenizer_reward_function_and_dataset_train():
+    from tether.lm.model.tokenizer import CharTokenizer, to_hf_tokenizer
+
+    tok = to_hf_tokenizer(CharTokenizer())
+    model = _hf_llama(len(tok))
+    seen = {}
+
+    def exact(prompts, completions, answer, **kw):   # TRL's reward-function signature
+        seen.update(kw, prompts=prompts, answer=answer)
+        return [float(c.strip() == str(x)) for c, x in zip(completions, answer, strict=True)]
+
+    cfg = tiny_train_config(**{"rollout.max_new_tokens": "4"})
+    tr = GRPOTrainer(cfg, model=model, tokenizer=tok, reward_funcs=[exact, "test_length"], train_dataset=ADD,
+                     verifier=lambda c, x: c.strip() == str(x))
+    before = [p.detach().clone() for p in model.parameters()]
+    m = tr.step()
+    assert "reward/mean" in m and math.isfinite(m["reward/mean"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # the HF model trained
+    assert all(p in ADD_PROMPTS for p in seen["prompts"]) and seen["level"] == ["easy"] * len(seen["prompts"])
+    assert len(seen["completion_ids"]) == len(seen["prompts"]) and tr.eval_sets() == {}
+
+
+ADD_PROMPTS = {r["prompt"] for r in ADD}
+
+
+def test_replacing_the_policy_trains_the_new_one():
+    tr = GRPOTrainer(tiny_train_config())
+    other = GRPOTrainer(tiny_train_config(**{"run.seed": "1"})).policy
+    tr.policy = other
+    assert {id(p) for g in tr.opt.param_groups for p in g["params"]} == {id(p) for p in other.module.parameters()}
+    before = [p.detach().clone() for p in other.module.parameters()]
+    tr.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, other.module.parameters(), strict=True))
+
+
+def test_a_verifier_decides_accuracy_the_correct_reward_and_evaluation():
+    rows = [{"prompt": "1+1=", "answer": "two"}, {"prompt": "2+2=", "answer": "four"}]
+    always = lambda completion, answer: isinstance(answer, str)   # a verifier for non-integer answers
+    tr = GRPOTrainer(tiny_train_config(), reward_funcs=["correct"], train_dataset=rows, eval_dataset=rows,
+                     verifier=always)
+    m = tr.step()
+    assert m["reward/accuracy"] == 1.0 and m["reward/mean"] == 1.0
+    res = tr.evaluate()
+    assert res["eval/eval/greedy_acc"] == 1.0 and "eval/eval/maj@2" not in res   # maj@k needs the #int parser
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(reward_funcs=[42]), TypeError, "reward_funcs: got int"),
+    (dict(reward_funcs=["nope"]), ValueError, "unknown reward 'nope'"),
+    (dict(train_dataset=[{"text": "x"}]), ValueError, r"train_dataset\[0\].*'prompt' string"),
+    (dict(train_dataset=[]), ValueError, "empty dataset"),
+    (dict(model="gpt2"), TypeError, "model: got str"),
+    (dict(tokenizer=3), TypeError, "tokenizer: got int"),
+])
+def test_bad_api_arguments_fail_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        GRPOTrainer(tiny_train_config(), **kwargs)
+
+
+def test_a_model_passed_as_the_run_is_a_clear_error():
+    with pytest.raises(TypeError, match="expected a tether RunDir"):
+        GRPOTrainer(tiny_train_config(), GRPOTrainer(tiny_train_config()).policy)
+
+
+def test_a_reward_function_with_the_wrong_output_is_named():
+    tr = GRPOTrainer(tiny_train_config(), reward_funcs=[lambda prompts, completions, **kw: [1.0]])
+    with pytest.raises(ValueError, match="returned 1 values for 16 completions"):
+        tr.step()

@@ -32,3 +32,13 @@ def test_pad_left():
     assert mask.tolist() == [[True, True, True], [False, False, True]]
     with pytest.raises(ValueError, match="empty"):
         pad_left([[1], []], 0)
+
+
+def test_hf_tokenizer_renders_prompts_through_the_chat_template():
+    pytest.importorskip("transformers")
+    from tether.lm.model.tokenizer import CharTokenizer, HFTokenizer, to_hf_tokenizer
+
+    hf = to_hf_tokenizer(CharTokenizer())
+    hf.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    chat, plain = HFTokenizer(hf, chat=True), HFTokenizer(hf)
+    assert chat.encode("1+2") == plain.encode("1+2=", bos=False)

@@ -108,6 +108,11 @@ class TetherGRPOTrainer(GRPOTrainer):
         if self.dcmdp is not None and k.variant not in _VARIANTS:
             raise ValueError(f"correction.variant={k.variant!r} is not available inside TRL; allowed: {_VARIANTS} "
                              "(sequence_reward / differentiable need TRL's reward aggregation or loss internals)")
+        if self.corrects and not self.use_vllm and getattr(self, "rollout_func", None) is None:
+            # TRL's own generate returns no sampling log-probs: fail here, not at the first step
+            raise ValueError(f"correction.name={k.name!r} needs the rollout engine's log-probs, and TRL's own "
+                             "generation returns none: pass rollout_func=engine_rollout('bf16') (tether's engine) "
+                             "or use vLLM (use_vllm=True)")
         if self.needs_old and (self.tools or self.environment_factories is not None):
             raise ValueError("tether corrections and logit rewards do not support TRL tools or environments "
                              f"(tools={self.tools!r})")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -22,15 +24,24 @@ def eval_problems(task: Task, split: str, n: int, seed: int = 1234) -> list[Prob
     return [task.sample(rng, split) for _ in range(n)]
 
 
+def sample_completions(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int,
+                       temperature: float, max_new_tokens: int, generator: torch.Generator | None, top_p: float = 1.0
+                       ) -> tuple[list[list[str]], torch.Tensor]:
+    """k completions per problem -> their texts [n][k] and completion lengths (n*k,)."""
+    ids, mask = pad_left([tok.encode(p.prompt) for p in problems for _ in range(k)], tok.pad_id)
+    out = engine.generate(ids, mask, max_new_tokens=max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                          temperature=temperature, top_p=top_p, generator=generator)
+    texts = [tok.decode(row) for row in out.tokens.tolist()]
+    return [texts[i * k:(i + 1) * k] for i in range(len(problems))], out.lengths
+
+
 def sample_answers(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int, temperature: float,
                    max_new_tokens: int, generator: torch.Generator | None, top_p: float = 1.0
                    ) -> tuple[list[list[int | None]], torch.Tensor]:
     """k completions per problem -> parsed answers [n][k] and completion lengths (n*k,)."""
-    ids, mask = pad_left([tok.encode(p.prompt) for p in problems for _ in range(k)], tok.pad_id)
-    out = engine.generate(ids, mask, max_new_tokens=max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
-                          temperature=temperature, top_p=top_p, generator=generator)
-    parsed = [parse_answer(tok.decode(row)) for row in out.tokens.tolist()]
-    return [parsed[i * k:(i + 1) * k] for i in range(len(problems))], out.lengths
+    texts, lengths = sample_completions(engine, tok, problems, k=k, temperature=temperature,
+                                        max_new_tokens=max_new_tokens, generator=generator, top_p=top_p)
+    return [[parse_answer(t) for t in row] for row in texts], lengths
 
 
 def majority(answers: list[int | None]) -> int | None:
@@ -40,21 +51,29 @@ def majority(answers: list[int | None]) -> int | None:
 
 
 def evaluate_split(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int, temperature: float,
-                   max_new_tokens: int, seed: int) -> dict[str, float]:
+                   max_new_tokens: int, seed: int,
+                   verifier: Callable[[str, Any], bool] | None = None) -> dict[str, float]:
     """Metrics (unprefixed): greedy_acc, sample_acc (pass@1 at `temperature`), pass@k, maj@k, len_mean,
-    unparsable_frac (of the sampled completions)."""
-    greedy, _ = sample_answers(engine, tok, problems, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
-                               generator=None)
+    unparsable_frac (of the sampled completions).
+
+    `verifier(completion, answer)` decides correctness instead of the `#<integer>` parser; maj@k and
+    unparsable_frac need parsed answers, so a custom verifier reports neither."""
+    greedy, _ = sample_completions(engine, tok, problems, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                                   generator=None)
     g = torch.Generator().manual_seed(seed)
-    sampled, lengths = sample_answers(engine, tok, problems, k=k, temperature=temperature,
-                                      max_new_tokens=max_new_tokens, generator=g)
+    sampled, lengths = sample_completions(engine, tok, problems, k=k, temperature=temperature,
+                                          max_new_tokens=max_new_tokens, generator=g)
+    ok = verifier or (lambda text, answer: parse_answer(text) == answer)
     n = len(problems)
-    flat = [(a, p.answer) for p, row in zip(problems, sampled, strict=True) for a in row]
-    return {
-        "greedy_acc": sum(row[0] == p.answer for p, row in zip(problems, greedy, strict=True)) / n,
-        "sample_acc": sum(a == ans for a, ans in flat) / len(flat),
-        f"pass@{k}": sum(any(a == p.answer for a in row) for p, row in zip(problems, sampled, strict=True)) / n,
-        f"maj@{k}": sum(majority(row) == p.answer for p, row in zip(problems, sampled, strict=True)) / n,
+    right = [[ok(t, p.answer) for t in row] for p, row in zip(problems, sampled, strict=True)]   # [n][k]
+    out = {
+        "greedy_acc": sum(ok(row[0], p.answer) for p, row in zip(problems, greedy, strict=True)) / n,
+        "sample_acc": sum(map(sum, right)) / (n * k),
+        f"pass@{k}": sum(any(row) for row in right) / n,
         "len_mean": float(lengths.float().mean()),
-        "unparsable_frac": sum(a is None for a, _ in flat) / len(flat),
     }
+    if verifier is None:
+        parsed = [[parse_answer(t) for t in row] for row in sampled]
+        out[f"maj@{k}"] = sum(majority(row) == p.answer for p, row in zip(problems, parsed, strict=True)) / n
+        out["unparsable_frac"] = sum(a is None for row in parsed for a in row) / (n * k)
+    return out

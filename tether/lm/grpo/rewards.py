@@ -52,6 +52,8 @@ class RewardInput:
     """Per-token statistics (B, T) from the policy at the sampling temperature, e.g. "entropy", "logp"."""
     options: RewardOptions = field(default_factory=RewardOptions)
     """Parameters of the parametrised rewards (Renyi alpha, RENT window)."""
+    correct: list[bool] | None = None
+    """The trainer's verifier's verdict per completion (None: the parsed `#<integer>` equals the answer)."""
 
 
 REWARDS: Registry[Callable[[RewardInput], Tensor]] = Registry("reward")
@@ -86,6 +88,8 @@ def compute_rewards(name: str, batch: RewardInput, eps: float = 1e-6) -> Tensor:
 @REWARDS.register("correct")
 def correct(batch: RewardInput) -> Tensor:
     """1 if the parsed answer equals the ground truth, else 0 (unparsable completions score 0)."""
+    if batch.correct is not None:
+        return torch.tensor([float(v) for v in batch.correct])
     return torch.tensor([float(a is not None and a == p.answer)
                          for a, p in zip(batch.parsed, batch.problems, strict=True)])
 

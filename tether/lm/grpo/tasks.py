@@ -17,8 +17,8 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from tether.core.registry import Registry
 
@@ -33,10 +33,12 @@ _ANSWER = re.compile(r"#(-?\d{1,12})$")
 class Problem:
     prompt: str
     """Prompt text, e.g. `S3,5,2,7?`."""
-    answer: int
-    """The exact integer answer."""
+    answer: Any
+    """The exact answer: an integer for the shipped tasks; anything a verifier understands for user datasets."""
     steps: tuple[str, ...]
-    """Reference chain-of-thought steps (joined by `;`)."""
+    """Reference chain-of-thought steps (joined by `;`); empty for user datasets."""
+    columns: dict[str, Any] = field(default_factory=dict, compare=False)
+    """A user dataset row's other columns (passed to TRL-style reward functions by name)."""
 
     @property
     def completion(self) -> str:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -44,12 +46,12 @@ from tether.lm.grpo.corrections import Correction, CorrectionInputs, apply_corre
 from tether.lm.grpo.detectors import DetectorBank, spearman
 from tether.lm.grpo.evaluate import eval_problems, evaluate_split
 from tether.lm.grpo.losses import LOSSES
-from tether.lm.grpo.rewards import RewardInput, compute_rewards, reward_needs
+from tether.lm.grpo.rewards import REWARDS, RewardInput, compute_rewards, reward_needs, reward_parts
 from tether.lm.grpo.tasks import Problem, make_task, parse_answer
 from tether.lm.model.build import build_policy
 from tether.lm.model.moe import route_flips
 from tether.lm.model.policy import TinyPolicy
-from tether.lm.model.tokenizer import CharTokenizer, pad_left
+from tether.lm.model.tokenizer import CharTokenizer, HFTokenizer, pad_left
 from tether.lm.rollout.engine import RolloutEngine
 from tether.lm.rollout.mismatch import mismatch_metrics
 
@@ -88,25 +90,56 @@ class TrainBatch:
                           pick(self.adv), pick(self.old_logp), pick(self.ref_logp), corr, pick(self.live_logp))
 
 
+RewardFunc = Callable[..., Sequence[float]]
+"""A TRL-style reward function: `f(prompts, completions, **columns) -> one float per completion`."""
+Verifier = Callable[[str, Any], bool]
+"""`verifier(completion_text, answer) -> bool`: is the completion correct?"""
+
+
+def default_verifier(completion: str, answer: Any) -> bool:
+    """The shipped tasks' rule: the completion's final `#<integer>` equals the answer."""
+    parsed = parse_answer(completion)
+    return parsed is not None and parsed == answer
+
+
 class GRPOTrainer:
-    def __init__(self, cfg: TrainConfig, run: RunDir | None = None) -> None:
+    """GRPO on a causal LM: `fit()` trains for `config.steps` rollout batches; `step()` runs one.
+
+    Args:
+        config: the `TrainConfig` (each default is declared in `tether.lm.grpo.config`).
+        run: a `RunDir` for metrics, samples and checkpoints; None writes nothing.
+        model: a tether policy (`TinyPolicy`, `HFPolicy`) or any Hugging Face causal LM (an `nn.Module` with a
+            `config`, e.g. a `LlamaForCausalLM`, LoRA-wrapped or not); None builds `config.model`.
+        tokenizer: any Hugging Face tokenizer (when it has a chat template, each prompt is rendered as one user
+            turn) or a tether tokenizer; None is the character tokenizer of the shipped tasks.
+        reward_funcs: reward callables with TRL's signature `f(prompts, completions, **columns)` returning one
+            float per completion (columns: `answer`, `completion_ids` and the dataset's other columns), and/or
+            names from `tether.lm.grpo.rewards.REWARDS`; their rewards add up. None uses `config.algo.reward`.
+        train_dataset: rows with a "prompt" (str), optionally an "answer" and any other columns: a list of
+            dicts or a `datasets.Dataset`; None samples the synthetic `config.task`.
+        eval_dataset: rows like `train_dataset` that `evaluate()` scores (split name "eval"); None evaluates the
+            task's `config.eval.splits`, or nothing when a `train_dataset` is given.
+        verifier: `verifier(completion, answer) -> bool` decides correctness (the accuracy metrics and the
+            `correct` reward); None is `default_verifier` (the final `#<integer>` equals the answer).
+
+    Replacing `trainer.policy` rebuilds the optimizer, the reference and the rollout engine for the new one.
+    """
+
+    def __init__(self, cfg: TrainConfig, run: RunDir | None = None, *, model: Any = None, tokenizer: Any = None,
+                 reward_funcs: Sequence[RewardFunc | str] | None = None, train_dataset: Iterable[Mapping] | None = None,
+                 eval_dataset: Iterable[Mapping] | None = None, verifier: Verifier | None = None) -> None:
+        if run is not None and not isinstance(run, RunDir):
+            raise TypeError(f"run: got {type(run).__name__}; expected a tether RunDir or None (pass the model as "
+                            "model=...)")
         self.cfg, self.run = cfg, run
         seed = cfg.run.seed
         seed_everything(seed)
-        self.tok = CharTokenizer()
+        self.tok = as_tokenizer(tokenizer)
         self.task = make_task(cfg.task.name, cfg.task.difficulty)
-        self.policy = build_policy(cfg.model, self.tok, seed=derive_seed(seed, "init"))
-        if cfg.optim.compile:
-            if not isinstance(self.policy, TinyPolicy):
-                raise ValueError(f"optim.compile=True compiles TinyLM blocks, but model.arch={cfg.model.arch!r} "
-                                 "builds a Hugging Face policy; use optim.compile=False")
-            self.policy.module.compile_blocks()
-        self.ref = None
-        if cfg.algo.kl_coef > 0:
-            self.ref = type(self.policy)(copy.deepcopy(self.policy.module).requires_grad_(False).eval())
-        self.params = [p for p in self.policy.module.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        self.build_engine()
+        self.train_rows = dataset_problems(train_dataset, "train_dataset")
+        self.eval_rows = dataset_problems(eval_dataset, "eval_dataset")
+        self.reward_funcs = check_reward_funcs(reward_funcs)
+        self.verifier = verifier or default_verifier
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
         self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard()
@@ -116,10 +149,33 @@ class GRPOTrainer:
         self.dual_state: DualState | None = self.dcmdp.init_state() if self.dcmdp else None
         self.detectors = DetectorBank(cfg.detect)
         self.step_count = 0
+        self.policy = as_policy(model) if model is not None else \
+            build_policy(cfg.model, self.tok, seed=derive_seed(seed, "init"))
         self._check_context()
 
+    @property
+    def policy(self):
+        """The trained policy; assigning a new one rebuilds the optimizer, the reference and the engine."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy) -> None:
+        cfg = self.cfg
+        if cfg.optim.compile:
+            if not isinstance(policy, TinyPolicy):
+                raise ValueError(f"optim.compile=True compiles TinyLM blocks, but model.arch={cfg.model.arch!r} "
+                                 "builds a Hugging Face policy; use optim.compile=False")
+            policy.module.compile_blocks()
+        self._policy = policy
+        self.ref = None
+        if cfg.algo.kl_coef > 0:
+            self.ref = type(policy)(copy.deepcopy(policy.module).requires_grad_(False).eval())
+        self.params = [p for p in policy.module.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.build_engine()
+
     def build_engine(self) -> None:
-        """The rollout engine for the current policy (call again after replacing `self.policy`)."""
+        """The rollout engine for the current policy (assigning `self.policy` calls it)."""
         r = self.cfg.rollout
         # The exact fp32 engine's recomputed log-probs are an fp32 full-sequence forward of the synced weights:
         # the trainer's theta_old forward is one (bit for bit for TinyLM and for the HF backend; for an HF policy
@@ -136,10 +192,13 @@ class GRPOTrainer:
         self.engine_stale = True
 
     def _check_context(self) -> None:
-        longest = max(len(self.tok.encode(self.task.sample(random.Random(i), "ood").prompt)) for i in range(64))
+        prompts = [p.prompt for p in (self.train_rows or [])[:256] + (self.eval_rows or [])[:256]] or \
+            [self.task.sample(random.Random(i), "ood").prompt for i in range(64)]
+        longest = max(len(self.tok.encode(p)) for p in prompts)
         need = longest + self.cfg.rollout.max_new_tokens
         if need > self.policy.max_seq_len:
-            raise ValueError(f"task {self.cfg.task.name!r} prompts reach {longest} tokens; with "
+            source = "the dataset's" if self.train_rows else f"task {self.cfg.task.name!r}"
+            raise ValueError(f"{source} prompts reach {longest} tokens; with "
                              f"rollout.max_new_tokens={self.cfg.rollout.max_new_tokens} that needs a context of "
                              f"{need} > the model's {self.policy.max_seq_len}: raise model.max_seq_len")
 
@@ -201,9 +260,16 @@ class GRPOTrainer:
         return self.stats_of(self.policy, batch, self._needed_stats()), None
 
     def _needed_stats(self) -> tuple[str, ...]:
-        """Per-token statistics of the theta_old forward: the reward's needs, plus entropy for logging."""
-        needs = reward_needs(self.cfg.algo.reward, self.cfg.reward_opts)
+        """Per-token statistics of the theta_old forward: the rewards' needs, plus entropy for logging."""
+        names = [f for f in self.reward_funcs if isinstance(f, str)] if self.reward_funcs else [self.cfg.algo.reward]
+        needs = [n for name in names for n in reward_needs(name, self.cfg.reward_opts)]
         return tuple(dict.fromkeys(("entropy", *(n for n in needs if n != "logp"))))
+
+    def sample_problem(self) -> Problem:
+        """One training prompt: a row of the train_dataset, or a fresh problem of the synthetic task."""
+        if self.train_rows:
+            return self.train_rows[self.prompt_rng.randrange(len(self.train_rows))]
+        return self.task.sample(self.prompt_rng, "train")
 
     def rollout(self) -> TrainBatch:
         """Sample prompts, sync the engine if the policy changed, and draw G completions per prompt."""
@@ -211,7 +277,7 @@ class GRPOTrainer:
         if self.engine_stale:
             self.engine.sync_from(self.policy)
             self.engine_stale = False
-        problems = [self.task.sample(self.prompt_rng, "train") for _ in range(c.prompts_per_step)]
+        problems = [self.sample_problem() for _ in range(c.prompts_per_step)]
         problems = [p for p in problems for _ in range(c.group_size)]
         group_ids = torch.arange(c.prompts_per_step).repeat_interleave(c.group_size)
         p_ids, p_mask = pad_left([self.tok.encode(p.prompt) for p in problems], self.tok.pad_id)
@@ -247,12 +313,13 @@ class GRPOTrainer:
     def score(self, batch: TrainBatch, stats: dict[str, Tensor], reward_shift: Tensor) -> tuple[Tensor, Tensor]:
         """Rewards (B,) (registry or '+' mixture, plus DCMDP's sequence shift) and group-relative advantages (B,)."""
         a = self.cfg.algo
-        raw = compute_rewards(a.reward, RewardInput(
+        verdicts = [self.verifier(c, p.answer) for c, p in zip(batch.completions, batch.problems, strict=True)]
+        raw = self.rewards_of(RewardInput(
             batch.problems, batch.completions, batch.parsed, batch.group_ids, batch.ids[:, batch.start:],
-            batch.comp_mask, stats, self.cfg.reward_opts))
+            batch.comp_mask, stats, self.cfg.reward_opts, correct=verdicts))
         rewards = raw + reward_shift
         adv = ADVANTAGES.get(a.advantage)(rewards, batch.group_ids, eps=a.adv_eps)
-        correct = torch.tensor([float(x == p.answer) for x, p in zip(batch.parsed, batch.problems, strict=True)])
+        correct = torch.tensor([float(v) for v in verdicts])
         zero_std = (group_stats(rewards, batch.group_ids)[1] == 0).float()
         self.metrics.log_dict({"reward/mean": raw.mean(), "reward/std": raw.std(),
                                "reward/accuracy": correct.mean(), "rollout/zero_std_frac": zero_std.mean(),
@@ -262,6 +329,13 @@ class GRPOTrainer:
         if rho == rho:  # NaN when rewards or correctness are constant in the batch: nothing to log
             self.metrics.log("diag/reward_acc_spearman", rho)
         return rewards, adv
+
+    def rewards_of(self, inp: RewardInput) -> Tensor:
+        """Rewards (B,): `config.algo.reward`, or the sum over `reward_funcs` (names and TRL-style callables)."""
+        if not self.reward_funcs:
+            return compute_rewards(self.cfg.algo.reward, inp)
+        return sum(compute_rewards(f, inp) if isinstance(f, str) else call_reward_func(f, inp)
+                   for f in self.reward_funcs)
 
     @torch.no_grad()
     def stats_of(self, policy, batch: TrainBatch, stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
@@ -339,18 +413,27 @@ class GRPOTrainer:
             self.engine_stale = False
         out = {}
         with self.timer("eval"):
-            for split in e.splits:
-                problems = eval_problems(self.task, split, e.n_prompts, seed=e.seed)
+            for split, problems in self.eval_sets().items():
                 res = evaluate_split(self.engine, self.tok, problems, k=e.k, temperature=e.temperature,
-                                     max_new_tokens=self.cfg.rollout.max_new_tokens, seed=e.seed)
+                                     max_new_tokens=self.cfg.rollout.max_new_tokens, seed=e.seed,
+                                     verifier=None if self.verifier is default_verifier else self.verifier)
                 out.update({f"eval/{split}/{k}": v for k, v in res.items()})
         return out
+
+    def eval_sets(self) -> dict[str, list[Problem]]:
+        """The problems `evaluate()` scores, by split name."""
+        if self.eval_rows:
+            return {"eval": self.eval_rows}
+        if self.train_rows:  # a user dataset without an eval_dataset: the synthetic task's splits do not apply
+            return {}
+        e = self.cfg.eval
+        return {split: eval_problems(self.task, split, e.n_prompts, seed=e.seed) for split in e.splits}
 
     def dump_samples(self, batch: TrainBatch, *, step: int) -> None:
         """samples/step_XXXXXXX.jsonl: one row per completion of this step's rollout batch."""
         if self.run is None:
             return
-        rows = [{"group": int(g), "prompt": p.prompt, "answer": p.answer, "completion": s, "parsed": a,
+        rows = [{"group": int(g), "prompt": p.prompt, "answer": _jsonable(p.answer), "completion": s, "parsed": a,
                  "reward": float(r), "advantage": float(v), "length": int(n)}
                 for g, p, s, a, r, v, n in zip(batch.group_ids, batch.problems, batch.completions, batch.parsed,
                                                batch.rewards, batch.adv, batch.comp_mask.sum(-1), strict=True)]
@@ -421,3 +504,86 @@ class GRPOTrainer:
         self.save()
         return last_eval
 
+
+def _jsonable(x: Any) -> Any:
+    return x if x is None or isinstance(x, (bool, int, float, str)) else str(x)
+
+
+def as_tokenizer(tokenizer: Any):
+    """A tether tokenizer for `tokenizer`: None -> CharTokenizer; a Hugging Face tokenizer -> HFTokenizer (with
+    its chat template, when it has one); a tether tokenizer (encode/decode/pad_id/eos_id) as it is."""
+    if tokenizer is None:
+        return CharTokenizer()
+    if all(hasattr(tokenizer, a) for a in ("encode", "decode", "pad_id", "eos_id")):
+        return tokenizer
+    if hasattr(tokenizer, "eos_token_id") and callable(tokenizer):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("tokenizer: the Hugging Face tokenizer has no eos_token; set tokenizer.eos_token first")
+        return HFTokenizer(tokenizer, chat=bool(getattr(tokenizer, "chat_template", None)))
+    raise TypeError(f"tokenizer: got {type(tokenizer).__name__}; expected a Hugging Face tokenizer or a tether "
+                    "tokenizer (encode, decode, pad_id, eos_id)")
+
+
+def as_policy(model: Any):
+    """A tether policy for `model`: a tether policy as it is, a Hugging Face causal LM wrapped in HFPolicy."""
+    if hasattr(model, "token_stats") and hasattr(model, "module"):
+        return model
+    if isinstance(model, torch.nn.Module) and hasattr(model, "config"):
+        from tether.lm.model.hf import HFPolicy
+
+        return HFPolicy(model)
+    raise TypeError(f"model: got {type(model).__name__}; expected a tether policy (TinyPolicy, HFPolicy) or a "
+                    "Hugging Face causal LM")
+
+
+def dataset_problems(rows: Iterable[Mapping] | None, name: str) -> list[Problem] | None:
+    """The rows of a user dataset as `Problem`s (extra columns kept for the reward functions)."""
+    if rows is None:
+        return None
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str):
+            raise ValueError(f"{name}[{i}]: got {row!r:.80}; expected a mapping with a 'prompt' string")
+        extra = {k: v for k, v in row.items() if k not in ("prompt", "answer")}
+        out.append(Problem(row["prompt"], row.get("answer"), (), columns=extra))
+    if not out:
+        raise ValueError(f"{name}: got an empty dataset; expected at least one row with a 'prompt'")
+    return out
+
+
+def check_reward_funcs(funcs: Sequence[RewardFunc | str] | None) -> list[RewardFunc | str] | None:
+    """Validate `reward_funcs` at construction: registry names must exist, the rest must be callable."""
+    if funcs is None:
+        return None
+    funcs = [funcs] if callable(funcs) or isinstance(funcs, str) else list(funcs)
+    for f in funcs:
+        if isinstance(f, str):
+            for part in reward_parts(f):
+                if part not in REWARDS:
+                    raise ValueError(f"reward_funcs: unknown reward {part!r}; expected a callable or one of "
+                                     f"{REWARDS.names()}")
+        elif not callable(f):
+            raise TypeError(f"reward_funcs: got {type(f).__name__}; expected a callable f(prompts, completions, "
+                            "**kwargs) -> list[float] or a reward name")
+    return funcs
+
+
+def call_reward_func(f: RewardFunc, inp: RewardInput) -> Tensor:
+    """Call a TRL-style reward function on a batch; its output must be one finite float per completion."""
+    columns: dict[str, list] = {}
+    for p in inp.problems:
+        for k in p.columns:
+            columns.setdefault(k, [])
+    for k in columns:
+        columns[k] = [p.columns.get(k) for p in inp.problems]
+    ids = [row[m].tolist() for row, m in zip(inp.tokens, inp.mask, strict=True)]
+    out = f(prompts=[p.prompt for p in inp.problems], completions=list(inp.completions),
+            answer=[p.answer for p in inp.problems], completion_ids=ids, **columns)
+    name = getattr(f, "__name__", type(f).__name__)
+    values = torch.as_tensor([float("nan") if v is None else float(v) for v in out], dtype=torch.float32)
+    if values.shape != (len(inp.completions),):
+        raise ValueError(f"reward function {name}: returned {values.numel()} values for {len(inp.completions)} "
+                         "completions; expected one float per completion")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"reward function {name}: returned a non-finite or None value; expected finite floats")
+    return values

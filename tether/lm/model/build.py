@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from tether.core.config import check
+from tether.core.extras import require
 from tether.lm.model.policy import TinyPolicy
 from tether.lm.model.tinylm import ModelConfig, TinyLM
 from tether.lm.model.tokenizer import CharTokenizer
@@ -52,6 +53,10 @@ class ModelSpec:
         check(self.n_experts == 0 or self.arch == "tiny", "n_experts", self.n_experts, "0 for Hugging Face archs")
         check(self.lora_r == 0 or self.arch != "tiny" or self.path, "lora_r", self.lora_r,
               "0 for arch='tiny' (LoRA is for Hugging Face models)")
+        if self.arch != "tiny" and not self.path:
+            require("transformers", purpose=f"model.arch={self.arch!r} (a Hugging Face model)")
+        if self.lora_r:
+            require("peft", purpose=f"model.lora_r={self.lora_r} (LoRA adapters)")
 
 
 def resolve_path(path: str) -> Path:
@@ -69,6 +74,7 @@ def build_policy(spec: ModelSpec, tok: CharTokenizer, *, seed: int):
     if spec.path:
         p = resolve_path(spec.path)
         if "model_type" in json.loads((p / "config.json").read_text()):
+            require("transformers", purpose=f"model.path={spec.path!r} (a Hugging Face model)")
             from transformers import AutoModelForCausalLM
             return _hf_policy(AutoModelForCausalLM.from_pretrained(p, attn_implementation="sdpa"), spec)
         model = TinyLM.load(p)

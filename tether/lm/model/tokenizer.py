@@ -67,17 +67,24 @@ class CharTokenizer:
 class HFTokenizer:
     """Adapter giving a `transformers` tokenizer the `Tokenizer` surface.
 
-    A tokenizer without a pad token uses its EOS id for padding (padding is always masked out).
+    A tokenizer without a pad token uses its EOS id for padding (padding is always masked out). With `chat`,
+    `encode` renders its text through the tokenizer's chat template as one user turn (prompts only).
     """
 
-    def __init__(self, tok) -> None:
-        self.tok = tok
+    def __init__(self, tok, *, chat: bool = False) -> None:
+        self.tok, self.chat = tok, chat
         self.eos_id = int(tok.eos_token_id)
         self.pad_id = int(tok.pad_token_id) if tok.pad_token_id is not None else self.eos_id
         self.bos_id = int(tok.bos_token_id) if tok.bos_token_id is not None else -1
         self.vocab_size = len(tok)
 
     def encode(self, text: str, *, bos: bool = True) -> list[int]:
+        """Ids of `text`; with `chat`, `text` is a prompt, rendered as one user turn by the chat template (which
+        places its own special tokens, so no BOS is added)."""
+        if self.chat:
+            rendered = self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                    add_generation_prompt=True)
+            return list(self.tok(rendered, add_special_tokens=False)["input_ids"])
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         return [self.bos_id, *ids] if bos and self.bos_id >= 0 else list(ids)
 
