@@ -34,7 +34,30 @@ def test_every_subcommand_has_help_from_field_docs(capsys):
         for path, (_, owner, name) in leaf_fields(cmd.config).items():
             doc = field_docs(owner).get(name)
             assert doc, f"{' '.join(argv)}: field {path} has no docstring"
+            if cmd.presets and path == "preset":  # shown once, as `--preset NAME`
+                continue
             assert doc in out
+
+
+def test_help_after_a_preset_shows_that_presets_defaults(capsys):
+    assert main(["lm", "train", "--preset", "smoke", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "defaults below are those of --preset smoke" in out
+    assert "  --steps\n      GRPO steps (rollout batches). [an int; default: 6]" in out
+    assert "[a str; default: 'base:medium']" in out and "  --run.save-every\n" in out
+    assert sum(line.startswith("  --preset") for line in out.splitlines()) == 1
+    assert main(["lm", "train", "--help"]) == 0
+    assert "GRPO steps (rollout batches). [an int; default: 100]" in capsys.readouterr().out
+    assert main(["lm", "train", "--preset", "nope", "--help"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_sweep_help_names_one_spec_file(capsys):
+    assert main(["sweep", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tether sweep SPEC.toml [--field VALUE ...]")
+    positional = out.split("  SPEC.toml (positional)\n")[1].splitlines()[0]
+    assert "one TOML file" in positional and "comma-separated" not in positional
 
 
 def test_bad_flag_is_a_clear_error(capsys):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tether import __version__
 from tether.commands import FAMILIES, TOP, family_commands, top_command
 from tether.core.cli import Command
-from tether.core.config import ConfigError, help_text, parse_args
+from tether.core.config import ConfigError, help_text, parse_args, preset_name
 
 
 def _usage() -> str:
@@ -28,7 +28,7 @@ def _usage() -> str:
 def _run(cmd: Command, argv: Sequence[str], prog: str) -> int:
     if "-h" in argv or "--help" in argv:
         print(help_text(cmd.config, prog=prog, description=cmd.help, presets=cmd.presets, positional=cmd.positional,
-                        aliases=cmd.aliases))
+                        aliases=cmd.aliases, preset=preset_name(argv, cmd.presets)))
         return 0
     cfg = parse_args(cmd.config, argv, presets=cmd.presets, positional=cmd.positional, aliases=cmd.aliases)
     from tether.core.seeding import one_thread  # imports torch: only once a command really runs

@@ -26,7 +26,7 @@ import time
 import tomllib
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,8 @@ MD_EVAL_COLUMNS = 8  # summary.md shows this many eval keys; summary.jsonl has t
 class SweepConfig:
     """`tether sweep SPEC.toml`: run a grid of tether commands as Ray tasks (docs/sweep.md)."""
 
-    specs: tuple[str, ...] = ()
-    """The sweep spec, a TOML file (positional; exactly one)."""
+    specs: tuple[str, ...] = field(default=(), metadata={"metavar": "SPEC.toml"})
+    """The sweep spec: the path of one TOML file (exactly one: `tether sweep SPEC.toml`)."""
     address: str = ""
     """Join this Ray cluster (e.g. auto, or HOST:6379 of `ray start --head`) instead of starting a local one."""
     dry_run: bool = False

@@ -110,8 +110,12 @@ def test_cli_json_rows(capsys):
     cfg = NeuralConfig(env="deep-mountain-race", depth=2, rounds=2, seeds=1, rollouts=400, steps_offline=40,
                        steps_round=20, accepted=200, fold_rounds=2, json=True)
     assert run_neural(cfg) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]  # stdout: JSON lines only
     assert [r["round"] for r in rows] == [1, 2]
+    # progress on stderr, one step per (seed, round), with an ETA
+    assert captured.err.splitlines()[-1].startswith("[coherence neural deep-mountain-race] 2/2 elapsed ")
+    assert " eta " in captured.err and "success=" in captured.err
     for key in ("round", "success", "exact_success", "root_policy", "fidelity_tv", "rejection_success",
                 "fold_success", "kappa_1", "kappa_inv_k"):
         assert key in rows[0]

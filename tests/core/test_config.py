@@ -11,6 +11,7 @@ from tether.core.config import (
     help_text,
     override,
     parse_args,
+    preset_name,
     to_dict,
 )
 
@@ -102,7 +103,60 @@ def test_presets_then_overrides():
 
 def test_help_from_docstrings():
     text = help_text(TopConfig, prog="tether x")
-    assert "--loss.clip_high" in text and "Upper clip epsilon (clip-higher)." in text and "default: 0.28" in text
+    assert "--loss.clip-high" in text and "Upper clip epsilon (clip-higher)." in text and "default: 0.28" in text
+
+
+def test_help_spells_flags_with_hyphens_and_the_parser_takes_both_spellings():
+    text = help_text(TopConfig, prog="tether x", aliases={"high": "loss.clip_high", "group_sz": "group_size"})
+    flags = [line.split()[0] for line in text.splitlines() if line.startswith("  --")]
+    assert "--group-size" in flags and "--loss.clip-high" in flags and not any("_" in f for f in flags)
+    assert "(or --group-sz)" in text
+    hyphens = parse_args(TopConfig, ["--group-size", "4", "--loss.clip-high", "0.3", "--run.no-json"])
+    underscores = parse_args(TopConfig, ["--group_size", "4", "--loss.clip_high", "0.3", "--run.no_json"])
+    assert hyphens == underscores == TopConfig(loss=LossConfig(clip_high=0.3), group_size=4)
+
+
+@dataclass(frozen=True)
+class PresetConfig:
+    preset: str = ""
+    """Name of the preset this config started from."""
+    group_size: int = 8
+    """Completions per prompt."""
+
+
+PRESETS = {"small": lambda: PresetConfig(preset="small", group_size=4)}
+
+
+def test_help_with_a_preset_shows_its_defaults_and_lists_preset_once():
+    plain = help_text(PresetConfig, prog="tether x", presets=PRESETS)
+    text = help_text(PresetConfig, prog="tether x", presets=PRESETS, preset="small")
+    assert "[an int; default: 8]" in plain and "[an int; default: 4]" in text
+    assert "defaults below are those of --preset small" in text
+    for t in (plain, text):  # the `preset` field only records the choice: `--preset NAME` is the one flag
+        assert [line for line in t.splitlines() if line.startswith("  --preset")] == [
+            "  --preset NAME      one of: small (other flags override it)"]
+
+
+def test_preset_name_finds_validates_or_is_empty():
+    assert preset_name(["--group-size", "4", "--preset", "small", "--help"], PRESETS) == "small"
+    assert preset_name(["--help"], PRESETS) == "" and preset_name(["--preset", "small"], None) == ""
+    with pytest.raises(ConfigError, match="unknown preset 'big'"):
+        preset_name(["--preset", "big", "--help"], PRESETS)
+
+
+def test_positional_help_uses_the_metavar_and_is_not_a_comma_separated_list():
+    @dataclass(frozen=True)
+    class Spec:
+        specs: tuple[str, ...] = field(default=(), metadata={"metavar": "SPEC.toml"})
+        """The spec file."""
+        runs: tuple[str, ...] = ()
+        """Other runs."""
+
+    text = help_text(Spec, prog="tether s", positional="specs")
+    assert text.startswith("usage: tether s SPEC.toml [--field VALUE ...]")
+    assert "  SPEC.toml (positional)\n      The spec file. [a str per argument]" in text
+    assert "--runs\n      Other runs. [a comma-separated list of a str" in text  # a flag's tuple is one value
+    assert help_text(Spec, prog="tether s", positional="runs").startswith("usage: tether s RUNS... ")
 
 
 def test_positional_arguments_are_kept_whole_even_with_commas():

@@ -60,3 +60,63 @@ def test_run_config_creates_and_resumes(tmp_path):
         RunConfig(resume=True)
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         RunDir.from_config(RunConfig(dir=str(tmp_path / "missing"), resume=True), cfg, default_dir="")
+
+
+def wandb_records(path):
+    """The protobuf records of an offline run-*.wandb file. It is a LevelDB-style log: a 7-byte file header, then
+    32 KiB blocks of chunks crc32 (4 bytes) + length (2, little-endian) + type (1 full, 2 first, 3 middle, 4 last)
+    + data; a block with under 7 bytes left is padded."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, out, buf, pos = path.read_bytes(), [], b"", 7
+    while pos + 7 <= len(data):
+        if pos % 32768 > 32768 - 7:
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            out.append(pb.Record.FromString(buf))
+            buf = b""
+    return out
+
+
+def test_wandb_logs_the_config_and_every_row_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):  # nothing outside tmp_path
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from tether.core.rundir import RunConfig
+
+    run = RunDir.from_config(RunConfig(wandb=True), ToyConfig(steps=3), default_dir=str(tmp_path / "r"))
+    assert run._wandb.settings.mode == "offline"
+    run.log_metrics(1, {"loss/x": 1.0})
+    run.log_metrics(2, {"loss/x": 0.5})
+    run.log_eval(2, {"eval/acc": 0.25})
+    run.close()
+    assert run._wandb is None
+    [file] = (tmp_path / "r" / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_records(file)
+    [meta] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    config = {i.key: json.loads(i.value_json) for i in meta.config.update if not i.key.startswith("_")}
+    assert config == json.loads((tmp_path / "r" / "config.json").read_text()) and meta.display_name == "r"
+    rows = [{"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+            for r in records if r.WhichOneof("record_type") == "history"]
+    assert [{k: v for k, v in row.items() if k in ("_step", "loss/x", "eval/acc")} for row in rows] == [
+        {"_step": 1, "loss/x": 1.0}, {"_step": 2, "loss/x": 0.5, "eval/acc": 0.25}]   # eval joins its step's row
+
+
+def test_wandb_missing_is_a_one_line_error_before_any_file(tmp_path, monkeypatch):
+    import sys
+
+    from tether.core.config import ConfigError
+    from tether.core.rundir import RunConfig
+
+    monkeypatch.setitem(sys.modules, "wandb", None)   # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'tether-rl\[wandb\]'") as e:
+        RunConfig(wandb=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="wandb"):
+        RunDir.create(tmp_path / "r", ToyConfig(), seed=0, wandb=True)
+    assert not (tmp_path / "r").exists()

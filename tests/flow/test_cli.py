@@ -1,4 +1,5 @@
-"""`tether flow toy --json` prints one JSON object with the issue's keys; the commands are registered."""
+"""`tether flow toy --json` prints one JSON object with the issue's keys (progress on stderr); the commands are
+registered."""
 
 import json
 
@@ -6,6 +7,7 @@ import pytest
 
 from tether.cli import main
 from tether.flow.cli import COMMANDS, demo_section
+from tether.flow.toy.toy import pretrained_flow
 
 
 def test_commands_are_registered():
@@ -13,12 +15,17 @@ def test_commands_are_registered():
 
 
 def test_toy_json_output(capsys):
+    pretrained_flow.cache_clear()  # BC pretraining runs (and reports progress) in this test
     code = main(["flow", "toy", "--method", "trqam", "--kl-budget", "0.3", "--critic-error", "6", "--q-scale", "10",
                  "--steps", "5", "--bc-steps", "10", "--width", "16", "--batch-size", "32", "--seed", "2", "--json"])
     assert code == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # stdout is exactly one JSON object: progress went to stderr
     assert {"method", "realised_kl", "lambda", "true_reward", "believed_q", "on_support"} <= out.keys()
     assert out["method"] == "trqam" and out["kl_budget"] == 0.3 and out["q_scale"] == 10.0 and out["seed"] == 2
+    lines = captured.err.splitlines()
+    assert any(line.startswith("[toy BC pretraining] 10/10 ") and " eta " in line for line in lines)
+    assert any(line.startswith("[toy trqam fine-tuning] 5/5 ") and " kl=" in line for line in lines)
 
 
 def test_toy_plot_writes_small_pngs(tmp_path, capsys):

@@ -3,6 +3,7 @@
 Uses a tiny generated scene dataset (short episodes) and short eval episodes; real MuJoCo envs throughout.
 """
 
+import functools
 import json
 
 import numpy as np
@@ -58,6 +59,18 @@ def test_shards_are_deterministic_and_generation_resumes(tmp_path, monkeypatch):
         od.generate(od.DataSpec("puzzle-3x3-play", episodes=3, seed=1, episodes_per_shard=1), tmp_path / "out")
 
 
+def test_generation_reports_per_episode_from_the_pool_with_a_first_line_at_once(tmp_path, monkeypatch, capsys):
+    """One shard of 2 train episodes + 1 val episode on 2 processes: the bar moves per episode (1/3 exists), not per
+    shard, and a line names the work before the first episode ends."""
+    monkeypatch.setattr(od, "progress", functools.partial(od.progress, every_s=0.0))  # every update prints
+    spec = od.DataSpec("puzzle-3x3-play", episodes=2, seed=1, episodes_per_shard=2, episode_steps=30)
+    od.generate(spec, tmp_path, workers=2)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"puzzle-3x3-play: generating 3 episodes of 30 steps into {tmp_path} with 2 worker(s)"
+    assert [line.split()[2] for line in err[1:]] == ["1/3", "2/3", "3/3"] and all(" eta " in e for e in err[1:])
+    od.verify(tmp_path)
+
+
 @pytest.mark.parametrize("env, match", [("antmaze-large-navigate", "experts"), ("scene-noisy", "<domain>-play"),
                                         ("kitchen-play", "<domain>-play")])
 def test_unsupported_datasets_are_refused_with_the_reason(env, match):
@@ -105,6 +118,10 @@ def test_flow_train_end_to_end_and_bc_cache_shared(data_dir, tmp_path, capsys):
     base = ["flow", "train", "--preset", "smoke", "--data-dir", str(data_dir), "--bc-dir", str(tmp_path / "bc"),
             "--eval-workers", "1", "--max-episode-steps", "5"]
     assert main(base + ["--method", "trqam", "--run.dir", str(tmp_path / "trqam")]) == 0
+    out = capsys.readouterr().out.splitlines()  # a short closing summary, not one long JSON line
+    assert out[0].startswith("flow train done (trqam on scene-play-singletask-task2-v0, 6 offline + 6 online steps")
+    assert out[0].endswith(f": {tmp_path / 'trqam'}") and "after offline" in out[1] and "final" in out[1]
+    assert out[2:] == ["next:", f"  tether report {tmp_path / 'trqam'}"]
     summary = json.loads((tmp_path / "trqam" / "summary.json").read_text())
     assert set(summary) == {"success_start", "success_offline", "success_final", "seconds"}
     evals = [json.loads(line) for line in (tmp_path / "trqam" / "eval.jsonl").read_text().splitlines()]

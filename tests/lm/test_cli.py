@@ -36,7 +36,24 @@ def test_demo_section_writes_figures(tmp_path):
     assert "lm_grpo_eval.png" in md and (tmp_path / "lm_grpo_eval.png").exists()
 
 
-def test_smoke_preset_from_the_shipped_base(tmp_path):
+def test_bare_train_warns_once_that_the_model_is_random_and_closes_with_a_summary(tmp_path, capsys):
+    from tether.cli import main
+
+    run = tmp_path / "run"
+    assert main(["lm", "train", "--steps", "1", "--rollout.prompts-per-step", "2", "--rollout.group-size", "2",
+                 "--rollout.max-new-tokens", "4", "--eval.n-prompts", "2", "--eval.k", "1", "--eval.splits", "heldout",
+                 "--run.dir", str(run)]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "randomly initialised TinyLM" in warnings[0]
+    assert "--preset gsm-tiny" in warnings[0] and "--model.path base:medium" in warnings[0]
+    out = captured.out.splitlines()
+    assert out[1].startswith("lm train done (1 steps, ") and out[1].endswith(f": {run}")
+    assert out[2].startswith("  heldout greedy acc 0.") and "sampled acc" in out[2] and "reward/mean" in out[2]
+    assert out[3:] == ["next:", f"  tether report {run}"]  # no tensorboard line: --run.tensorboard is off
+
+
+def test_smoke_preset_from_the_shipped_base(tmp_path, capsys):
     from tether.core.rundir import read_jsonl
     from tether.lm.cli import train
     from tether.lm.grpo.config import PRESETS, TrainConfig
@@ -51,3 +68,6 @@ def test_smoke_preset_from_the_shipped_base(tmp_path):
     assert rows[0]["reward/mean"] > 0
     assert undocumented({k for r in rows + evals for k in r}) == []
     assert (tmp_path / "run" / "samples" / "step_0000006.jsonl").exists()
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err  # a base was given: no random-model warning
+    assert "lm train done (6 steps" in captured.out and f"  tether report {tmp_path / 'run'}" in captured.out

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 __all__ = ["ConfigError", "field_docs", "to_dict", "from_dict", "override", "parse_args", "help_text",
-           "check", "leaf_fields", "to_json", "from_json"]
+           "check", "leaf_fields", "to_json", "from_json", "preset_name"]
 
 
 class ConfigError(ValueError):
@@ -266,8 +266,22 @@ def _split_argv(argv: Sequence[str], leaves: Mapping[str, tuple[Any, type, str]]
             flags[key] = argv[i + 1]
             i += 2
         else:
-            raise ConfigError(f"flag --{key} needs a value ({_describe(leaves[key][0])})")
+            raise ConfigError(f"flag {_flag(key)} needs a value ({_describe(leaves[key][0])})")
     return flags, rest
+
+
+def preset_name(argv: Sequence[str], presets: Mapping[str, Callable[[], Any]] | None) -> str:
+    """The NAME of `--preset NAME` in argv ("" when absent or when the command has no presets); raises on an
+    unknown name. Both parsing and --help use it, so the help shows the defaults the run would start from."""
+    if presets is None or "--preset" not in argv:
+        return ""
+    j = list(argv).index("--preset")
+    if j + 1 >= len(argv):
+        raise ConfigError(f"--preset needs a name; expected one of {sorted(presets)}")
+    name = argv[j + 1]
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
+    return name
 
 
 def parse_args(cfg_or_cls: Any, argv: Sequence[str], *, presets: Mapping[str, Callable[[], Any]] | None = None,
@@ -277,18 +291,14 @@ def parse_args(cfg_or_cls: Any, argv: Sequence[str], *, presets: Mapping[str, Ca
     `--preset NAME` (when `presets` is given) picks the starting config; other flags override it.
     `positional` names a tuple field that collects non-flag arguments (e.g. run directories).
     `aliases` maps a short flag to a dotted field (`beta` -> `qam.beta`): the flat flags of a config whose
-    fields moved into a nested section keep working.
+    fields moved into a nested section keep working. Hyphens and underscores are the same in flag names.
     """
     base = cfg_or_cls() if isinstance(cfg_or_cls, type) else cfg_or_cls
     argv = list(argv)
-    if presets is not None and "--preset" in argv:
+    name = preset_name(argv, presets)
+    if name:
+        base = presets[name]()  # type: ignore[index]
         j = argv.index("--preset")
-        if j + 1 >= len(argv):
-            raise ConfigError(f"--preset needs a name; expected one of {sorted(presets)}")
-        name = argv[j + 1]
-        if name not in presets:
-            raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
-        base = presets[name]()
         del argv[j:j + 2]
     leaves = leaf_fields(type(base))
     flags, rest = _split_argv(argv, leaves, positional, aliases)
@@ -297,24 +307,48 @@ def parse_args(cfg_or_cls: Any, argv: Sequence[str], *, presets: Mapping[str, Ca
     return override(base, flags)
 
 
+def _flag(path: str) -> str:
+    """How --help spells a dotted field: with hyphens, as the README does (the parser takes both spellings)."""
+    return "--" + path.replace("_", "-")
+
+
+def _metavar(cls: type, name: str) -> str:
+    """A positional field's placeholder: its `metadata["metavar"]`, else NAME... (one or more arguments)."""
+    meta = {f.name: f for f in dataclasses.fields(cls)}[name].metadata
+    return meta.get("metavar", f"{name.upper()}...")
+
+
 def help_text(cfg_or_cls: Any, *, prog: str, description: str = "", presets: Mapping[str, Any] | None = None,
-              positional: str | None = None, aliases: Mapping[str, str] | None = None) -> str:
-    """CLI help generated from the config's field types, defaults and attribute docstrings."""
+              positional: str | None = None, aliases: Mapping[str, str] | None = None, preset: str = "") -> str:
+    """CLI help generated from the config's field types, defaults and attribute docstrings.
+
+    `preset` (a key of `presets`) shows that preset's values as the defaults, as `--preset NAME --help` asks.
+    """
     base = cfg_or_cls() if isinstance(cfg_or_cls, type) else cfg_or_cls
-    usage = f"usage: {prog}" + (f" {positional.upper()}..." if positional else "") + " [--field VALUE ...]"
+    if preset:
+        base = presets[preset]()  # type: ignore[index]
+    leaves = leaf_fields(type(base))
+    metavar = _metavar(leaves[positional][1], leaves[positional][2]) if positional in leaves else ""
+    usage = f"usage: {prog}" + (f" {metavar}" if metavar else "") + " [--field VALUE ...]"
     lines = [usage, ""]
     if description:
         lines += [description, ""]
     if presets:
-        lines += [f"  --preset NAME      one of: {', '.join(sorted(presets))} (other flags override it)", ""]
-    for path, (tp, owner, name) in leaf_fields(type(base)).items():
+        lines += [f"  --preset NAME      one of: {', '.join(sorted(presets))} (other flags override it)"]
+        lines += [f"      defaults below are those of --preset {preset}" if preset else
+                  "      (`--preset NAME --help` shows that preset's values as the defaults)", ""]
+    for path, (tp, owner, name) in leaves.items():
+        if presets and path == "preset":
+            continue  # `--preset NAME` picks the preset (above): a field of that name only records which one
         value = base
         for part in path.split("."):
             value = getattr(value, part)
-        flag = path if positional != path else f"{positional.upper()}... (positional)"
         doc = field_docs(owner).get(name, "")
+        if path == positional:
+            inner = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else tp
+            lines += [f"  {metavar} (positional)", f"      {doc} [{_describe(inner)} per argument]"]
+            continue
         short = [a for a, target in (aliases or {}).items() if target == path]
-        also = f"  (or --{short[0]})" if short else ""
-        lines.append(f"  --{flag}{also}" if positional != path else f"  {flag}")
-        lines.append(f"      {doc} [{_describe(tp)}; default: {value!r}]")
+        also = f"  (or {_flag(short[0])})" if short else ""
+        lines += [f"  {_flag(path)}{also}", f"      {doc} [{_describe(tp)}; default: {value!r}]"]
     return "\n".join(lines)

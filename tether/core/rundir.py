@@ -7,7 +7,8 @@ Layout:
     eval.jsonl               same, for evaluations
     samples/step_XXXXXXX.jsonl
     checkpoints/step_XXXXXXX/
-    tb/                      TensorBoard event files (optional)
+    tb/                      TensorBoard event files (optional: run.tensorboard)
+    wandb/                   W&B run files (optional: run.wandb; offline unless WANDB_MODE says otherwise)
 
 Does not own what is logged or when; the trainer decides. Every jsonl line is written and flushed whole,
 so a crash leaves at worst a run that `--resume` can continue.
@@ -30,6 +31,7 @@ import torch
 from tether import __version__
 from tether.core.checkpoint import latest_checkpoint
 from tether.core.config import to_dict
+from tether.core.extras import require
 
 __all__ = ["RunConfig", "RunDir", "git_info", "read_jsonl", "write_json_atomic"]
 
@@ -81,6 +83,9 @@ class RunConfig:
     """Continue the run in --run.dir from its last checkpoint (exact on CPU with fixed seeds)."""
     tensorboard: bool = False
     """Also write TensorBoard event files to <run dir>/tb."""
+    wandb: bool = False
+    """Also log the config and every metrics row to Weights & Biases, offline in <run dir>/wandb unless WANDB_MODE
+    is set (`wandb sync` uploads it later); needs pip install 'tether-rl[wandb]'."""
     log_every: int = 1
     """Steps between metric flushes to metrics.jsonl."""
     save_every: int = 0
@@ -93,50 +98,67 @@ class RunConfig:
             raise ValueError(f"run.save_every={self.save_every} must be >= 0")
         if self.resume and not self.dir:
             raise ValueError("run.resume needs --run.dir, the run to continue")
+        if self.wandb:  # here, when the flags are parsed: before any work starts or any file is written
+            require("wandb", purpose="--run.wandb")
+
+
+def _wandb_run(path: Path, config: dict[str, Any]) -> Any:
+    """A W&B run logging to <path>/wandb: offline (nothing leaves the machine) unless the user set WANDB_MODE;
+    project WANDB_PROJECT or "tether", named after the run directory, the config as its hyper-parameters."""
+    import wandb  # lazy: optional dependency, checked by `require` before any file was written
+
+    return wandb.init(dir=str(path), config=config, name=path.name, mode=os.environ.get("WANDB_MODE") or "offline",
+                      project=os.environ.get("WANDB_PROJECT") or "tether")
 
 
 class RunDir:
-    def __init__(self, path: str | Path, tensorboard: bool = False) -> None:
+    def __init__(self, path: str | Path, tensorboard: bool = False, wandb: bool = False) -> None:
         self.path = Path(path)
         self._tb = None
+        self._wandb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency
 
             self._tb = SummaryWriter(str(self.path / "tb"))
+        if wandb:
+            self._wandb = _wandb_run(self.path, self.config_dict())
 
     @classmethod
-    def create(cls, path: str | Path, config: Any, *, seed: int, tensorboard: bool = False,
+    def create(cls, path: str | Path, config: Any, *, seed: int, tensorboard: bool = False, wandb: bool = False,
                overwrite: bool = False) -> RunDir:
         """Start a fresh run. Refuses to mix two runs in one directory unless `overwrite`."""
         path = Path(path)
+        if wandb:
+            require("wandb", purpose="--run.wandb")
         if (path / "metrics.jsonl").exists() and not overwrite:
             raise FileExistsError(f"run directory {path} already holds a run; pass --run.resume to continue "
                                   "it or choose another --run.dir")
         path.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "eval.jsonl"):
             (path / name).unlink(missing_ok=True)
-        run = cls(path, tensorboard)
-        write_json_atomic(run.path / "config.json", to_dict(config))
-        write_json_atomic(run.path / "env.json", {
+        write_json_atomic(path / "config.json", to_dict(config))
+        write_json_atomic(path / "env.json", {
             **git_info(), "tether": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "seed": seed,
             "torch_threads": torch.get_num_threads(), "argv": sys.argv,
         })
-        return run
+        return cls(path, tensorboard, wandb)
 
     @classmethod
     def from_config(cls, run: RunConfig, config: Any, default_dir: str) -> RunDir:
-        """Create the run directory of `config` (or reopen it with `run.resume`)."""
+        """Create the run directory of `config` (or reopen it with `run.resume`: a new W&B run of the same name)."""
         if run.resume:
-            return cls.open(run.dir, run.tensorboard)
-        return cls.create(run.dir or default_dir, config, seed=run.seed, tensorboard=run.tensorboard)
+            return cls.open(run.dir, run.tensorboard, run.wandb)
+        return cls.create(run.dir or default_dir, config, seed=run.seed, tensorboard=run.tensorboard, wandb=run.wandb)
 
     @classmethod
-    def open(cls, path: str | Path, tensorboard: bool = False) -> RunDir:
+    def open(cls, path: str | Path, tensorboard: bool = False, wandb: bool = False) -> RunDir:
         path = Path(path)
+        if wandb:
+            require("wandb", purpose="--run.wandb")
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
-        return cls(path, tensorboard)
+        return cls(path, tensorboard, wandb)
 
     def config_dict(self) -> dict[str, Any]:
         return json.loads((self.path / "config.json").read_text())
@@ -146,17 +168,21 @@ class RunDir:
         with open(self.path / name, "a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self._append("metrics.jsonl", {"step": step, **metrics})
+    def _mirror(self, step: int, metrics: dict[str, float]) -> None:
+        """Copy a logged row to TensorBoard and W&B when they are on."""
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=step)
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self._append("metrics.jsonl", {"step": step, **metrics})
+        self._mirror(step, metrics)
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         self._append("eval.jsonl", {"step": step, **metrics})
-        if self._tb is not None:
-            for k, v in metrics.items():
-                self._tb.add_scalar(k, v, step)
+        self._mirror(step, metrics)
 
     def write_jsonl(self, relpath: str, rows: list[dict[str, Any]]) -> Path:
         p = self.path / relpath
@@ -179,3 +205,6 @@ class RunDir:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None

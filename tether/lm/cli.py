@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ import tether.lm.builtins  # noqa: F401  (registers the intrinsic rewards and th
 from tether.core.cli import Command
 from tether.core.config import check
 from tether.core.plots import plot_curves
-from tether.core.rundir import RunConfig, RunDir
+from tether.core.progress import print_summary
+from tether.core.rundir import RunConfig, RunDir, read_jsonl
 from tether.core.seeding import one_thread
 from tether.lm.dcmdp.cli import DCMDP_COMMANDS, dcmdp_demo_section
 from tether.lm.grpo.config import PRESETS, AlgoSpec, EvalSpec, OptimSpec, RolloutSpec, TaskSpec, TrainConfig
@@ -74,16 +76,28 @@ def run_eval(cfg: EvalConfig) -> int:
 
 
 def train(cfg: TrainConfig) -> int:
-    """`tether lm train`: build the run directory and the trainer, then fit."""
+    """`tether lm train`: build the run directory and the trainer, then fit; close with a short summary."""
     one_thread()
+    if not cfg.model.path:  # no base given: a bare `tether lm train` would otherwise look like a broken library
+        name = "TinyLM" if cfg.model.arch == "tiny" else f"{cfg.model.arch} model"
+        print(f"warning: no --model.path: training a randomly initialised {name}, which cannot solve the task "
+              "(accuracy and reward stay near 0); start from a base with --preset gsm-tiny or --model.path "
+              "base:medium", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
     run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/lm/train-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run dir: {run.path}", flush=True)
     trainer = GRPOTrainer(cfg, run)
     if cfg.run.resume:
         trainer.resume()
     final = trainer.fit()
-    print(" ".join(f"{k}={v:.3f}" for k, v in final.items()), flush=True)
     run.close()
+    rewards = [r["reward/mean"] for r in read_jsonl(run.path / "metrics.jsonl") if "reward/mean" in r]
+    # held-out accuracy is the headline; another split only when held-out is not evaluated
+    split = next((s for s in ("heldout", *cfg.eval.splits) if f"eval/{s}/greedy_acc" in final), "heldout")
+    print_summary(f"lm train done ({trainer.step_count} steps, {time.perf_counter() - t0:.0f} s)", run.path,
+                  {f"{split} greedy acc": final.get(f"eval/{split}/greedy_acc"),
+                   f"{split} sampled acc": final.get(f"eval/{split}/sample_acc"),
+                   "reward/mean (last step)": rewards[-1] if rewards else None}, tensorboard=cfg.run.tensorboard)
     return 0
 
 

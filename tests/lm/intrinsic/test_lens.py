@@ -55,6 +55,26 @@ def test_dtw_properties():
     assert open_end_dtw(a[:20], a) < dtw(a[:20], a)
 
 
+def loop_dtw(a, b, open_end=False):
+    """The former cell-by-cell recursion (the reference the wavefront must reproduce exactly)."""
+    n, m = len(a), len(b)
+    cost = np.abs(np.asarray(a, float)[:, None] - np.asarray(b, float)[None, :])
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    return float(acc[n, 1:].min() if open_end else acc[n, m])
+
+
+def test_wavefront_dtw_equals_the_loop_exactly():
+    rng = np.random.default_rng(0)
+    for n, m in [(1, 1), (1, 7), (7, 1), (5, 5), (13, 40), (40, 13), (31, 32)]:
+        a, b = rng.standard_normal(n), rng.standard_normal(m)
+        assert dtw(a, b) == loop_dtw(a, b)
+        assert open_end_dtw(a, b) == loop_dtw(a, b, open_end=True)
+
+
 def test_clusters_separate_three_shapes():
     t = np.linspace(0, 1, 40)
     curves = [np.exp(-5 * t) + 0.01 * i for i in range(3)]          # entropy collapse (stagnation)

@@ -48,9 +48,9 @@ def test_escaping_runs_leave_the_reference_envelope_and_are_flagged_early(runs, 
     res = analyse(cfg)
     inside = {r.name: r.inside_late() for r in res}
     assert [r.reference for r in res] == [True, True] + [False] * 5
-    assert all(inside[f"x/correct/s{s}"] >= 0.5 for s in range(4))
-    assert all(inside[f"x/cp/s{s}"] < 0.5 for s in range(3))
-    assert len({r.cluster for r in res if "cp" in r.name}) == 1   # the drifting entropy curves cluster together
+    assert all(inside[f"reward=correct/seed={s}"] >= 0.5 for s in range(4))
+    assert all(inside[f"reward=cp/seed={s}"] < 0.5 for s in range(3))
+    assert len({r.cluster for r in res if r.group == "reward=cp"}) == 1   # the drifting entropy curves cluster together
     ew = early_warning(res, cfg)   # reference runs are left out: 2 successes, 3 failures
     assert ew["runs_with_eval"] == 5 and ew["failed"] == 3 and ew["auroc_escape@25"] == 1.0
     assert ew["auroc_dtw@25"] == 1.0 and ew["auroc_outside@40"] == 1.0  # one healthy run dips out for a while
@@ -64,7 +64,7 @@ def test_lens_command_writes_figures_jsonl_and_prints_classification(runs, tmp_p
     assert run_lens(cfg) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     summary = lines[-1]
-    assert sorted(summary["enveloped"]) == [f"x/correct/s{s}" for s in range(4)]
+    assert sorted(summary["enveloped"]) == [f"reward=correct/seed={s}" for s in range(4)]
     for name in ("lens_phase.png", "lens_dtw.png", "lens_metrics.png"):
         f = tmp_path / "o" / name
         assert f.exists() and f.stat().st_size < 150_000
@@ -81,3 +81,20 @@ def test_label_free_envelope_and_validation(runs, tmp_path):
         analyse(LensConfig(run_dirs=()))
     with pytest.raises(ConfigError, match="w0"):
         LensConfig(run_dirs=("a",), w0=2)
+
+
+def test_run_labels_are_unique_and_name_what_differs(tmp_path):
+    """Two runs of one base, reward and seed but different learning rates used to share the label x/correct/s0."""
+    a, b = fake_run(tmp_path / "a", "correct", 0, escape=False), fake_run(tmp_path / "b", "correct", 0, escape=False)
+    for d, lr in ((a, 1e-5), (b, 3e-5)):
+        cfg = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**cfg, "optim": {"lr": lr}, "run": {"seed": 0, "dir": str(d)}}))
+    twin = fake_run(tmp_path / "twin", "correct", 0, escape=False)    # same config as `a` but for lr: a seed of `a`
+    (twin / "config.json").write_text((a / "config.json").read_text())
+    noconf = [fake_run(tmp_path / p / "run", "cp", 1, escape=False) for p in ("p", "q")]
+    for d in noconf:
+        (d / "config.json").unlink()
+    names = [r.name for r in analyse(LensConfig(run_dirs=tuple(map(str, [a, b, twin, *noconf]))))]
+    assert len(set(names)) == 5
+    assert names[0].startswith("lr=1e-05/") and names[1] == "lr=3e-05" and names[2].startswith("lr=1e-05/")
+    assert names[3:] == ["p/run", "q/run"]   # no config: the directory name, disambiguated by its parent

@@ -8,6 +8,7 @@ from tether.lm.intrinsic.prior_check import (
     PriorCheckConfig,
     auroc,
     auroc_within,
+    mann_whitney_u,
     prior_check,
     run_prior_check,
 )
@@ -19,6 +20,33 @@ def test_auroc_extremes_ties_and_one_class():
     assert auroc(np.array([0.0, 1.0, 2.0, 3.0]), y) == 0.0
     assert auroc(np.ones(4), y) == 0.5
     assert np.isnan(auroc(np.arange(4.0), np.ones(4, bool)))
+
+
+def pair_count_auroc(scores, labels):
+    """The former implementation: every (positive, negative) pair, ties 1/2 (the reference)."""
+    pos, neg = scores[labels], scores[~labels]
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+                 / (len(pos) * len(neg)))
+
+
+def test_auroc_by_ranks_matches_a_hand_count_with_ties():
+    # positives 3, 2, 2; negatives 2, 1: pairs (3,2) (3,1) (2,1) (2,1) win, (2,2) (2,2) tie -> U = 4 + 2/2 = 5
+    scores = np.array([3.0, 2.0, 2.0, 2.0, 1.0])
+    labels = np.array([1, 1, 1, 0, 0], bool)
+    assert mann_whitney_u(scores[labels], scores[~labels]) == 5.0
+    assert auroc(scores, labels) == 5 / 6
+    assert auroc([0.5, 0.5], [True, False]) == 0.5 and np.isnan(auroc([1.0, 2.0], [False, False]))
+
+
+def test_auroc_by_ranks_equals_the_pair_count_exactly():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(2, 60))
+        scores = rng.integers(0, 5, size=n).astype(float)        # few values: many ties
+        labels = rng.random(n) < 0.4
+        if labels.all() or not labels.any():
+            continue
+        assert auroc(scores, labels) == pair_count_auroc(scores, labels)   # bit-identical, not approximately
 
 
 def test_within_group_auroc_removes_the_difficulty_confound():

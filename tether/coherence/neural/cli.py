@@ -16,6 +16,7 @@ import numpy as np
 
 from tether.coherence.neural.train import NeuralConfig, run
 from tether.core.cli import Command
+from tether.core.progress import progress
 
 __all__ = ["NEURAL_COMMANDS", "neural_demo_section", "plot_neural", "plot_cost", "plot_run_dir", "cost_axes",
            "cost_curve", "run_neural"]
@@ -35,7 +36,10 @@ def _finite(x):
 def run_neural(cfg: NeuralConfig) -> int:
     """Run every seed, print the per-round means (JSON lines or a table), optionally save rows and plots."""
     t0 = time.perf_counter()
-    rows, agg = run(cfg)
+    # progress on stderr, one step per (seed, round): stdout stays the JSON lines or the table
+    with progress(cfg.seeds * cfg.rounds, f"coherence neural {cfg.env}") as bar:
+        rows, agg = run(cfg, on_round=lambda r: bar.update(1, seed=r["seed"], round=r["round"],
+                                                           success=r["success"]))
     if cfg.json:
         for r in agg:
             print(json.dumps(_finite(r)))

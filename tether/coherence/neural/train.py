@@ -25,7 +25,7 @@ exact engine: success, return, incoherence at delta = 1 and 1/k, the one-step fi
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -220,8 +220,10 @@ def _fold_route(mdp, prior, model, pi1, cfg, rng, paths) -> list[dict]:
     return rows
 
 
-def run_seed(mdp: LayeredMDP, prior: list[np.ndarray], cfg: NeuralConfig, seed: int) -> list[dict]:
-    """One seed: offline phase, K - 1 re-training rounds, rejection and fold routes; one row per round."""
+def run_seed(mdp: LayeredMDP, prior: list[np.ndarray], cfg: NeuralConfig, seed: int,
+             on_round: Callable[[dict], None] | None = None) -> list[dict]:
+    """One seed: offline phase, K - 1 re-training rounds, rejection and fold routes; one row per round.
+    `on_round(row)` is called as each round is scored (progress)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     paths = all_paths(mdp)
@@ -250,6 +252,8 @@ def run_seed(mdp: LayeredMDP, prior: list[np.ndarray], cfg: NeuralConfig, seed: 
                         "rejection_tv_to_tempered": occupancy_tv(mdp, rej, tempered(mdp, prior, k))})
         rows.append(row)
         prev = pi
+        if on_round is not None:
+            on_round(row)
     if cfg.fold_rounds:
         fold_model = SequenceModel(mdp.n_states, mdp.n_actions, cfg.hidden, cfg.arch)
         fold_model.load_state_dict(offline_state)
@@ -278,12 +282,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run(cfg: NeuralConfig) -> tuple[list[dict], list[dict]]:
-    """All seeds; returns (per-seed rows, per-round means)."""
+def run(cfg: NeuralConfig, on_round: Callable[[dict], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """All seeds; returns (per-seed rows, per-round means). `on_round(row)` is called after each (seed, round)."""
     mdp = make_env(cfg)
     if cfg.fold_rounds and not mdp.is_deterministic():
         raise ValueError(f"fold_rounds: got {cfg.fold_rounds} on the stochastic env {cfg.env!r}; the "
                          "sampling form of cumulative folding needs deterministic dynamics (use 0)")
     prior = behaviour_prior(mdp, cfg.prior, cfg.skew)
-    rows = [r for i in range(cfg.seeds) for r in run_seed(mdp, prior, cfg, cfg.seed + i)]
+    rows = [r for i in range(cfg.seeds) for r in run_seed(mdp, prior, cfg, cfg.seed + i, on_round)]
     return rows, aggregate(rows)

@@ -21,11 +21,15 @@ it runs in parallel processes, resumes after an interruption and gives the same 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue
+import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,8 +146,10 @@ def _episode(env, agents: dict, domain: str) -> dict[str, list]:
 DTYPES = {"terminals": bool, "button_states": np.int64}
 
 
-def generate_shard(spec: DataSpec, split: str, index: int, n_episodes: int, path: Path) -> Path:
-    """Generate one shard file atomically (tmp + rename); deterministic in (spec.seed, split, index)."""
+def generate_shard(spec: DataSpec, split: str, index: int, n_episodes: int, path: Path,
+                   on_episode: Callable[[], None] | None = None) -> Path:
+    """Generate one shard file atomically (tmp + rename); deterministic in (spec.seed, split, index).
+    `on_episode` is called after each kept episode (progress: a shard of 10 scene episodes takes a minute)."""
     quiet_mujoco()
     import gymnasium
     import ogbench.manipspace  # noqa: F401  (registers the envs)
@@ -163,6 +169,8 @@ def generate_shard(spec: DataSpec, split: str, index: int, n_episodes: int, path
         for k, v in rows.items():
             data.setdefault(k, []).extend(v)
         done += 1
+        if on_episode is not None:
+            on_episode()
     arrays = {k: np.asarray(v, dtype=DTYPES.get(k, np.float32)) for k, v in data.items() if v}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -170,13 +178,43 @@ def generate_shard(spec: DataSpec, split: str, index: int, n_episodes: int, path
     return path
 
 
-def _work(args: tuple) -> int:
+_EPISODES = None
+"""In a pool worker: the queue that carries one item per finished episode to the parent's progress bar."""
+
+
+def _init_worker(episodes) -> None:
+    global _EPISODES
+    _EPISODES = episodes
+
+
+def _work(args: tuple, on_episode: Callable[[], None] | None = None) -> int:
     spec, split, index, n, path = args
     import torch
 
     torch.set_num_threads(1)
-    generate_shard(spec, split, index, n, Path(path))
+    if on_episode is None and _EPISODES is not None:
+        on_episode = functools.partial(_EPISODES.put, 1)
+    generate_shard(spec, split, index, n, Path(path), on_episode)
     return n
+
+
+def _run_pool(todo: list[tuple], workers: int, bar) -> None:
+    """The shards on `workers` spawned processes; the bar advances per episode, as the workers report them."""
+    ctx = mp.get_context("spawn")
+    episodes = ctx.Queue()
+    expected, got = sum(j[3] for j in todo), 0
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(episodes,)) as pool:
+        result = pool.map_async(_work, todo)
+        while got < expected:
+            try:
+                episodes.get(timeout=1.0)
+            except queue.Empty:
+                if result.ready() and not result.successful():
+                    result.get()  # re-raises the worker's error
+                continue
+            got += 1
+            bar.update(1)
+        result.get()
 
 
 def sha256(path: Path) -> str:
@@ -227,15 +265,16 @@ def generate(spec: DataSpec, out: str | Path, *, workers: int = 1) -> dict:
     jobs = [(spec, s, i, n, str(shard_dir / f"{s}-{i:05d}.npz")) for s, i, n in spec.shards()]
     todo = [j for j in jobs if not Path(j[4]).exists()]
     total = sum(n for _, _, n in spec.shards())
-    with progress(total, f"{spec.env} episodes") as bar:
-        bar.update(total - sum(j[3] for j in todo))
+    kept = total - sum(j[3] for j in todo)
+    resumed = f" ({kept} done by an earlier run)" if kept else ""
+    print(f"{spec.env}: generating {total - kept} episodes of {spec.episode_steps} steps{resumed} into {out} with "
+          f"{workers} worker(s)", file=sys.stderr, flush=True)  # a first line before the first episode ends
+    with progress(total, f"{spec.env} episodes", initial=kept) as bar:
         if workers == 1:
             for j in todo:
-                bar.update(_work(j))
+                _work(j, on_episode=bar.update)
         else:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for n in pool.imap_unordered(_work, todo):
-                    bar.update(n)
+            _run_pool(todo, workers, bar)
     return _finish(spec, out, jobs)
 
 

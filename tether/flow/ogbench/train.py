@@ -21,7 +21,7 @@ import torch
 
 from tether.core.checkpoint import load_checkpoint, save_checkpoint
 from tether.core.config import check
-from tether.core.progress import progress
+from tether.core.progress import print_summary, progress
 from tether.core.rundir import RunConfig, RunDir, read_jsonl, write_json_atomic
 from tether.core.seeding import generator
 from tether.flow.agent import AgentConfig, BCAgent
@@ -154,9 +154,13 @@ def run_train(cfg: OGBenchConfig) -> int:
 
         fit(agent, buffer, s, run, cfg.run, env_fn=lambda: OGBenchEnv(task, cfg.reward, cfg.max_episode_steps),
             evaluator=lambda a: ev(a.act, a.cfg.horizon, a.act_dim, seed=eval_seed), on_step=on_step)
-    summary = summarize(run, s.offline_steps, time.perf_counter() - start)
+    out = summarize(run, s.offline_steps, time.perf_counter() - start)
     run.close()
-    print(json.dumps({"run": str(run.path), **summary}))
+    # a few lines for a person; the same numbers, machine-readable, are in summary.json
+    print_summary(f"flow train done ({cfg.method} on {task.name}, {s.offline_steps} offline + {s.online_steps} "
+                  f"online steps, {out['seconds']:.0f} s)", run.path,
+                  {"success at start": out["success_start"], "after offline": out["success_offline"],
+                   "final": out["success_final"]}, tensorboard=cfg.run.tensorboard)
     return 0
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from tether.core.config import check
+from tether.core.progress import progress
 from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
 from tether.flow.data import ChunkBatch
 from tether.flow.fql import FQLConfig
@@ -113,8 +114,10 @@ def pretrained_flow(seed: int, width: int, bc_steps: int, batch_size: int) -> di
     cfg = ToyConfig(width=width, bc_steps=bc_steps, batch_size=batch_size, seed=seed)
     agent = BCAgent(agent_config(cfg, 1e-3), 0, 2, seed=seed, reference="ema")
     g = torch.Generator().manual_seed(seed + 1000)
-    for _ in range(bc_steps):
-        agent.update(bandit_batch(behaviour_actions(batch_size, g)))
+    with progress(bc_steps, "toy BC pretraining") as bar:  # stderr: `tether flow toy --json` keeps stdout clean
+        for _ in range(bc_steps):
+            m = agent.update(bandit_batch(behaviour_actions(batch_size, g)))
+            bar.update(1, loss=float(m["loss/bc"]))
     return {k: v.clone() for k, v in agent.slow.state_dict().items()}
 
 
@@ -140,20 +143,23 @@ def fine_tune(cfg: ToyConfig, agent: FlowAgent, *, trace_every: int = 10) -> tup
     and the per-update `kl/path` values."""
     g = torch.Generator().manual_seed(cfg.seed + 2000)
     trace, kls = [], []
-    for step in range(cfg.steps if cfg.method != "bc" else 0):
-        actions = behaviour_actions(cfg.batch_size, g)
-        rewards = None
-        if cfg.critic == "learned":
-            n_off = cfg.batch_size // 10  # 10% logged off-support actions with optimistic logged reward
-            actions[:n_off] = torch.rand(n_off, 2, generator=g) * 2 - 1
-            rewards = critic_hat(actions, critic_error=cfg.critic_error, q_scale=cfg.q_scale)
-        m = agent.update(bandit_batch(actions, rewards))
-        if "kl/path" in m:
-            kls.append(m["kl/path"])
-        if step % trace_every == 0 or step == cfg.steps - 1:
-            row = {"step": step,
-                   **{k: float(v) for k, v in m.items() if k in ("kl/path", "kl/path_ema", "dual/trqam/lambda")}}
-            trace.append(row)
+    steps = cfg.steps if cfg.method != "bc" else 0
+    with progress(steps, f"toy {cfg.method} fine-tuning") as bar:
+        for step in range(steps):
+            actions = behaviour_actions(cfg.batch_size, g)
+            rewards = None
+            if cfg.critic == "learned":
+                n_off = cfg.batch_size // 10  # 10% logged off-support actions with optimistic logged reward
+                actions[:n_off] = torch.rand(n_off, 2, generator=g) * 2 - 1
+                rewards = critic_hat(actions, critic_error=cfg.critic_error, q_scale=cfg.q_scale)
+            m = agent.update(bandit_batch(actions, rewards))
+            if "kl/path" in m:
+                kls.append(m["kl/path"])
+            shown = {k: float(v) for k, v in m.items() if k in ("kl/path", "kl/path_ema", "dual/trqam/lambda")}
+            if step % trace_every == 0 or step == cfg.steps - 1:
+                trace.append({"step": step, **shown})
+            bar.update(1, **{name: shown[k] for name, k in (("kl", "kl/path"), ("lam", "dual/trqam/lambda"))
+                             if k in shown})
     return trace, kls
 
 

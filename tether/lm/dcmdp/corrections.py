@@ -1,17 +1,7 @@
 """Train-inference mismatch corrections: TIS, MIS, IcePop and DCMDP, registered into GRPO's `CORRECTIONS`.
 
-Every correction maps the same inputs (trainer recompute and engine log-probs of the sampled tokens, the
-response mask, the DCMDP multiplier) to the same `Correction` record, and the trainer applies every field
-the same way, whatever the name:
-
-    rewards    <- rewards + reward_shift                       before group normalisation   (B,)
-    adv        <- adv[:, None] + adv_shift                     after it                      (B, T)
-    per_token  <- weight * keep * clipped_pg(...)              detached weights              (B, T)
-    per_token  += penalty * |exp(logp) - exp(rollout_logp)|    gradient through logp         (B, T)
-
-Corrections stack (`"dcmdp+tis_token"`): weights multiply, keep-masks AND, shifts and penalties add.
-A registry entry takes `(inputs, hp)` where `hp` is the frozen `CorrectionConfig` section: one uniform
-signature, so the trainer never branches on a name.
+Each entry returns the `Correction` record of `tether.lm.grpo.corrections` (weight, keep mask, advantage and
+reward shifts, penalty), which the trainer applies the same way whatever the name; entries stack with '+'.
 
 Formulas, with r_t = pi_train/pi_inf and rho = prod_t r_t:
   tis_token  w_t = min(r_t, C)                           Yao et al. 2025 (FlashRL), C = 2

@@ -94,9 +94,12 @@ def dtw(a: np.ndarray, b: np.ndarray, open_end: bool = False) -> float:
     cost = np.abs(np.asarray(a, float)[:, None] - np.asarray(b, float)[None, :])   # (n, m)
     acc = np.full((n + 1, m + 1), np.inf)
     acc[0, 0] = 0.0
-    for i in range(1, n + 1):  # O(n m) with one vectorised pass per row would need a scan; n, m ~ 1e2 here
-        for j in range(1, m + 1):
-            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    # anti-diagonal wavefront: cell (i, j) reads only diagonals i + j - 1 and i + j - 2, so one numpy step per
+    # diagonal does the cell-by-cell recursion's very additions and minima (bit-identical, n + m - 1 steps)
+    for d in range(2, n + m + 1):
+        i = np.arange(max(1, d - m), min(n, d - 1) + 1)                     # (cells,) rows of diagonal d
+        j = d - i                                                           # (cells,) their columns
+        acc[i, j] = cost[i - 1, j - 1] + np.minimum(np.minimum(acc[i - 1, j], acc[i, j - 1]), acc[i - 1, j - 1])
     return float(acc[n, 1:].min() if open_end else acc[n, m])
 
 

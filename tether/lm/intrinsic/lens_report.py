@@ -7,7 +7,8 @@ runs, or, label-free, of each run's own first `w0` points), the per-step envelop
 hull_volume, escape) and the DTW clustering of the z-normalised entropy curves; draws three figures and
 classifies each run as *enveloped* when the mean inside_frac over the second half of the run is
 >= `enveloped_frac`. The axes, the envelope and the threshold are OUR operationalisation (see
-docs/results/intrinsic.md): the paper names the ingredients, not the definitions.
+docs/results/intrinsic.md): the paper names the ingredients, not the definitions. Runs are labelled as in
+`tether report`, by the config fields that differ (`tether.core.plots.run_labels`: unique, seeds after a '/').
 
 When runs have evaluations, it also reports the outcome (final minus first held-out sampled accuracy) and how well
 the lens predicts it early (question Q3 of docs/results/intrinsic.md): for each step t in `predict_at`, the AUROC,
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tether.core.config import check
+from tether.core.plots import run_labels
 from tether.core.rundir import read_jsonl
 from tether.lm.intrinsic.lens import (
     Envelope,
@@ -36,6 +38,7 @@ from tether.lm.intrinsic.lens import (
     open_end_dtw,
     phase_trajectory,
 )
+from tether.lm.intrinsic.prior_check import auroc
 
 __all__ = ["LensConfig", "LENS_KEYS", "RunLens", "load_run", "analyse", "run_lens"]
 
@@ -84,6 +87,7 @@ class RunLens:
     entropy: np.ndarray          # (T,) raw mean token entropy
     metrics: dict[str, np.ndarray]
     evals: list[dict]
+    group: str = ""              # label shared by the runs that differ only by seed (one colour)
     cluster: int = 0
     reference: bool = False      # one of the runs forming the envelope (left out of the early-warning AUROC)
 
@@ -95,16 +99,6 @@ class RunLens:
         return accs[-1] - accs[0] if len(accs) >= 2 else None
 
 
-def run_name(path: Path) -> str:
-    """base/reward/seed from config.json when available, else the directory name."""
-    try:
-        c = json.loads((path / "config.json").read_text())
-        base = str(c["model"]["path"]).removeprefix("base:")
-        return f"{base}/{c['algo']['reward']}/s{c['run']['seed']}"
-    except (OSError, KeyError, ValueError):
-        return path.name
-
-
 def trailing_mean(x: np.ndarray, k: int) -> np.ndarray:
     """Mean of the last k rows at each row (fewer at the start); x (T, d)."""
     c = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), 0)               # (T + 1, d)
@@ -113,14 +107,14 @@ def trailing_mean(x: np.ndarray, k: int) -> np.ndarray:
     return (c[t] - c[lo]) / (t - lo)[:, None]
 
 
-def load_run(path: str | Path, w0: int, smooth: int = 1) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """(name, steps (T,), standardised phase trajectory (T, 3), smoothed raw entropy (T,), evaluation rows)."""
+def load_run(path: str | Path, w0: int, smooth: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """(steps (T,), standardised phase trajectory (T, 3), smoothed raw entropy (T,), evaluation rows)."""
     p = Path(path)
     rows = [r for r in read_jsonl(p / "metrics.jsonl") if all(k in r for k in LENS_KEYS)]
     evals = read_jsonl(p / "eval.jsonl") if (p / "eval.jsonl").exists() else []
     raw = trailing_mean(np.array([[r[k] for k in LENS_KEYS] for r in rows], dtype=float).reshape(-1, 3), smooth)
     z = phase_trajectory([dict(zip(LENS_KEYS, v, strict=True)) for v in raw], keys=LENS_KEYS, w0=w0)
-    return run_name(p), np.array([r["step"] for r in rows]), z, raw[:, 0], evals
+    return np.array([r["step"] for r in rows]), z, raw[:, 0], evals
 
 
 def analyse(cfg: LensConfig) -> list[RunLens]:
@@ -130,27 +124,20 @@ def analyse(cfg: LensConfig) -> list[RunLens]:
     loaded = [load_run(d, cfg.w0, cfg.smooth) for d in cfg.run_dirs]
     shared = None
     if cfg.reference:
-        shared = Envelope(np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference]))
+        shared = Envelope(np.concatenate([load_run(d, cfg.w0, cfg.smooth)[1] for d in cfg.reference]))
     runs = []
     refs = {Path(d).resolve() for d in cfg.reference}
-    for d, (name, steps, z, ent, evals) in zip(cfg.run_dirs, loaded, strict=True):
+    names = run_labels([Path(d) for d in cfg.run_dirs])  # the config fields that differ, as `tether report` does
+    for d, (steps, z, ent, evals) in zip(cfg.run_dirs, loaded, strict=True):
         env = shared or Envelope(z[: cfg.w0])
+        group, name = names[Path(d)]
         runs.append(RunLens(name, steps, z, ent, envelope_metrics(z, env, window=cfg.window), evals,
-                            reference=Path(d).resolve() in refs))
+                            group=group, reference=Path(d).resolve() in refs))
     if len(runs) >= 2:
         labels, _ = cluster_curves([r.entropy for r in runs], k=cfg.clusters)
         for r, lab in zip(runs, labels, strict=True):
             r.cluster = int(lab)
     return runs
-
-
-def _auroc(scores: list[float], labels: list[bool]) -> float:
-    pos = np.array([s for s, y in zip(scores, labels, strict=True) if y])
-    neg = np.array([s for s, y in zip(scores, labels, strict=True) if not y])
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (len(pos) * len(neg)))
 
 
 def early_warning(runs: list[RunLens], cfg: LensConfig) -> dict:
@@ -162,9 +149,9 @@ def early_warning(runs: list[RunLens], cfg: LensConfig) -> dict:
     for t in cfg.predict_at:
         score = [1.0 - float(r.metrics["inside_frac"][r.steps <= t].mean()) for r in done]
         escape = [float(r.metrics["escape"][r.steps <= t].max()) for r in done]
-        out[f"auroc_outside@{t}"] = round(_auroc(score, failed), 4)
-        out[f"auroc_escape@{t}"] = round(_auroc(escape, failed), 4)
-        out[f"auroc_dtw@{t}"] = round(_auroc(_partial_dtw_scores(done, failed, t), failed), 4)
+        out[f"auroc_outside@{t}"] = round(auroc(score, failed), 4)
+        out[f"auroc_escape@{t}"] = round(auroc(escape, failed), 4)
+        out[f"auroc_dtw@{t}"] = round(auroc(_partial_dtw_scores(done, failed, t), failed), 4)
     leads = []
     for r, f in zip(done, failed, strict=True):
         if not f:
@@ -192,14 +179,8 @@ def _partial_dtw_scores(runs: list[RunLens], failed: list[bool], t: int) -> list
     return scores
 
 
-def _group(name: str) -> str:
-    """Runs that differ only by seed share a colour: 'medium/ent/s1' -> 'medium/ent'."""
-    head, _, tail = name.rpartition("/")
-    return head if head and tail.startswith("s") and tail[1:].isdigit() else name
-
-
 def _group_colors(runs: list[RunLens], cmap) -> dict:
-    groups = list(dict.fromkeys(_group(r.name) for r in runs))
+    groups = list(dict.fromkeys(r.group for r in runs))
     return {g: cmap(i % 10) for i, g in enumerate(groups)}
 
 
@@ -224,11 +205,11 @@ def _plot_phase(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
     fig = plt.figure(figsize=(6.5, 5))
     ax = fig.add_subplot(projection="3d")
     if cfg.reference:
-        ref = np.concatenate([load_run(d, cfg.w0, cfg.smooth)[2] for d in cfg.reference])
+        ref = np.concatenate([load_run(d, cfg.w0, cfg.smooth)[1] for d in cfg.reference])
         ax.scatter(*ref.T, s=3, color="0.7", label="reference")
     seen: set[str] = set()
     for r in runs:
-        g = _group(r.name)
+        g = r.group
         ax.plot(*r.z.T, color=colors[g], lw=0.8, label=None if g in seen else g)
         seen.add(g)
         ax.scatter(*r.z[-1], color=colors[g], s=15, marker="o" if r.inside_late() >= cfg.enveloped_frac else "x")
@@ -258,7 +239,7 @@ def _plot_metrics(plt, runs: list[RunLens], cfg: LensConfig, colors: dict):
     for key, ax in zip(("inside_frac", "hull_volume", "escape"), axes, strict=True):
         seen = set()
         for r in runs:
-            g = _group(r.name)
+            g = r.group
             ax.plot(r.steps, r.metrics[key], color=colors[g], lw=0.8, label=None if g in seen else g)
             seen.add(g)
         ax.set_title(key, fontsize=9)

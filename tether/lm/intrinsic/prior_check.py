@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
+from scipy.stats import rankdata
 
 from tether.core.config import check
 from tether.lm.grpo.evaluate import eval_problems
@@ -35,7 +37,7 @@ from tether.lm.model.build import ModelSpec, build_policy
 from tether.lm.model.tokenizer import CharTokenizer, pad_left
 from tether.lm.rollout.engine import RolloutEngine
 
-__all__ = ["PriorCheckConfig", "auroc", "auroc_within", "prior_check", "run_prior_check"]
+__all__ = ["PriorCheckConfig", "mann_whitney_u", "auroc", "auroc_within", "prior_check", "run_prior_check"]
 
 
 @dataclass(frozen=True)
@@ -77,18 +79,28 @@ class PriorCheckConfig:
               f"names or '+' mixtures from {REWARDS.names()}")
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties 1/2 (Mann-Whitney); NaN if one class."""
+def mann_whitney_u(pos: np.ndarray, neg: np.ndarray) -> float:
+    """U = #{(p, n): p > n} + #{(p, n): p = n} / 2 over all pairs, from the ranks of the pooled scores (ties get
+    their average rank): U = sum of the positives' ranks - n_pos (n_pos + 1) / 2, O(N log N) instead of the
+    (n_pos, n_neg) pair matrix. Rank sums are half-integers, exact in float64, so U equals the pair count exactly.
+    A NaN score makes U NaN (the pair count used to score every comparison with NaN as a loss)."""
+    ranks = rankdata(np.concatenate([pos, neg]))                  # (n_pos + n_neg,), 1-based, ties averaged
+    return float(ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2)
+
+
+def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """P(score of a random positive > score of a random negative), ties 1/2: U / (n_pos n_neg) (Mann-Whitney);
+    NaN if one class is empty. Identical to the former pair-matrix count (no numerical change)."""
     s, y = np.asarray(scores, float), np.asarray(labels, bool)
     pos, neg = s[y], s[~y]
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    gt = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(gt / (len(pos) * len(neg)))
+    return mann_whitney_u(pos, neg) / (len(pos) * len(neg))
 
 
 def auroc_within(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
-    """AUROC over (correct, wrong) pairs of the same group, pooled over groups; returns (auroc, n_pairs).
+    """AUROC over (correct, wrong) pairs of the same group, pooled over groups; returns (auroc, n_pairs):
+    sum_k U_k / sum_k n_pos,k n_neg,k.
 
     Groups with only correct or only wrong completions contribute no pair (GRPO gives them zero advantage
     under the ground-truth reward too)."""
@@ -96,8 +108,9 @@ def auroc_within(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> 
     wins, pairs = 0.0, 0
     for k in np.unique(g):
         pos, neg = s[(g == k) & y], s[(g == k) & ~y]
-        wins += (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-        pairs += len(pos) * len(neg)
+        if len(pos) and len(neg):
+            wins += mann_whitney_u(pos, neg)
+            pairs += len(pos) * len(neg)
     return (float(wins / pairs) if pairs else float("nan")), int(pairs)
 
 
