@@ -122,3 +122,19 @@ def test_plot_groups_keep_real_differences_named_name(tmp_path):
         (d / "config.json").write_text(json.dumps({"correction": {"name": name}, "run": {"dir": str(d), "seed": 0}}))
     assert len(group_runs(sorted(tmp_path.iterdir()))) == 2
     assert is_noise_field("run.dir") and is_noise_field("eval.seed") and not is_noise_field("correction.name")
+
+
+def test_an_optional_dependency_missing_at_run_time_is_one_line_naming_its_extra(monkeypatch, capsys):
+    import tether.cli as cli
+
+    def needs_ogbench(argv):
+        import ogbench_not_installed_here  # noqa: F401
+
+    monkeypatch.setattr(cli, "_dispatch", needs_ogbench)
+    monkeypatch.setitem(cli.EXTRAS, "ogbench_not_installed_here", "flow")
+    assert main(["flow", "data"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: ogbench_not_installed_here is not installed: "
+                                               "pip install 'tether-rl[flow]'")
+    monkeypatch.setattr(cli, "_dispatch", lambda argv: __import__("not_an_extra_at_all"))
+    with pytest.raises(ModuleNotFoundError):   # a missing module that is no extra is a real bug: traceback
+        main(["x"])

@@ -15,6 +15,7 @@ from tether import __version__
 from tether.commands import FAMILIES, TOP, family_commands, top_command
 from tether.core.cli import Command
 from tether.core.config import ConfigError, help_text, parse_args, preset_name
+from tether.core.extras import EXTRAS
 
 
 def _usage() -> str:
@@ -72,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("TETHER_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an optional dependency no config check caught: still one line
+        root = (e.name or "").split(".")[0]
+        if root not in EXTRAS or os.environ.get("TETHER_DEBUG"):
+            raise
+        print(f"error: {root} is not installed: pip install 'tether-rl[{EXTRAS[root]}]'", file=sys.stderr)
         return 2
 
 

@@ -25,7 +25,7 @@ def test_every_extra_named_exists_in_pyproject():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
-    assert all(f"\n{extra} = [" in text for extra in set(EXTRAS.values()) - {"wandb"} | {"lm", "flow"})
+    assert all(f"\n{extra} = [" in text for extra in set(EXTRAS.values()))
 
 
 def test_hf_and_lora_model_specs_need_their_extras(monkeypatch):
@@ -74,3 +74,17 @@ def test_a_core_only_install_runs_the_first_commands_and_names_every_missing_ext
         assert done.returncode == 2 and len(err) == 1 and f"pip install 'tether-rl[{extra}]'" in err[0], \
             f"tether {' '.join(args)}: rc {done.returncode}\n{done.stderr[-2000:]}"
     assert not (tmp_path / "runs" / "tb").exists() and not (tmp_path / "data").exists()  # refused before writing
+
+
+def test_flow_data_and_train_and_tensorboard_name_their_extras_before_any_file(monkeypatch, tmp_path, capsys):
+    from tether.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ogbench", None)
+    assert main(["flow", "data", "--env", "scene-play", "--out", "data"]) == 2
+    assert "tether flow data" in capsys.readouterr().err and not (tmp_path / "data").exists()
+    assert main(["flow", "train", "--preset", "smoke", "--run.dir", "runs/f"]) == 2
+    assert "pip install 'tether-rl[flow]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    assert main(["lm", "train", "--preset", "smoke", "--run.tensorboard", "--run.dir", "runs/tb"]) == 2
+    assert "pip install 'tether-rl[tensorboard]'" in capsys.readouterr().err and not (tmp_path / "runs").exists()

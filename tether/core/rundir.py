@@ -82,7 +82,7 @@ class RunConfig:
     resume: bool = False
     """Continue the run in --run.dir from its last checkpoint (exact on CPU with fixed seeds)."""
     tensorboard: bool = False
-    """Also write TensorBoard event files to <run dir>/tb."""
+    """Also write TensorBoard event files to <run dir>/tb; needs pip install 'tether-rl[tensorboard]'."""
     wandb: bool = False
     """Also log the config and every metrics row to Weights & Biases, offline in <run dir>/wandb unless WANDB_MODE
     is set (`wandb sync` uploads it later); needs pip install 'tether-rl[wandb]'."""
@@ -100,6 +100,8 @@ class RunConfig:
             raise ValueError("run.resume needs --run.dir, the run to continue")
         if self.wandb:  # here, when the flags are parsed: before any work starts or any file is written
             require("wandb", purpose="--run.wandb")
+        if self.tensorboard:
+            require("tensorboard", purpose="--run.tensorboard")
 
 
 def _wandb_run(path: Path, config: dict[str, Any]) -> Any:

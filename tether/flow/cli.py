@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tether.core.cli import Command
 from tether.core.config import check
+from tether.core.extras import require
 from tether.flow.methods import METHOD_ALIASES, with_hparams
 from tether.flow.ogbench.data import DataSpec, generate, validate_env
 from tether.flow.ogbench.train import PRESETS, OGBenchConfig, run_train
@@ -141,6 +142,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         validate_env(self.env)
+        require("ogbench", "mujoco", "gymnasium", purpose="tether flow data (OGBench's oracles and MuJoCo)")
         check(self.episodes >= 1, "episodes", self.episodes, ">= 1")
         check(self.workers >= 1, "workers", self.workers, ">= 1")
         check(self.episodes_per_shard >= 1, "episodes_per_shard", self.episodes_per_shard, ">= 1")

@@ -17,7 +17,7 @@ import tether.lm.builtins  # noqa: F401  (registers the intrinsic rewards and th
 from tether.core.cli import Command
 from tether.core.config import check
 from tether.core.plots import plot_curves
-from tether.core.progress import print_summary
+from tether.core.progress import print_summary, progress
 from tether.core.rundir import RunConfig, RunDir, read_jsonl
 from tether.core.seeding import one_thread
 from tether.lm.dcmdp.cli import DCMDP_COMMANDS, dcmdp_demo_section
@@ -67,10 +67,12 @@ def run_eval(cfg: EvalConfig) -> int:
     engine = RolloutEngine(precision=cfg.precision)
     engine.sync_from(policy)
     out = {}
-    for split in cfg.splits:
-        res = evaluate_split(engine, tok, eval_problems(task, split, cfg.n_prompts, seed=cfg.seed), k=cfg.k,
-                             temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-        out.update({f"{split}/{k}": round(v, 4) for k, v in res.items()})
+    with progress(len(cfg.splits), "lm eval") as bar:  # stderr: stdout stays one JSON object
+        for split in cfg.splits:
+            res = evaluate_split(engine, tok, eval_problems(task, split, cfg.n_prompts, seed=cfg.seed), k=cfg.k,
+                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+            out.update({f"{split}/{k}": round(v, 4) for k, v in res.items()})
+            bar.update(1, split=split)
     print(json.dumps(out))
     return 0
 

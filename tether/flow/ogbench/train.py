@@ -21,6 +21,7 @@ import torch
 
 from tether.core.checkpoint import load_checkpoint, save_checkpoint
 from tether.core.config import check
+from tether.core.extras import require
 from tether.core.progress import print_summary, progress
 from tether.core.rundir import RunConfig, RunDir, read_jsonl, write_json_atomic
 from tether.core.seeding import generator
@@ -73,6 +74,7 @@ class OGBenchConfig:
 
     def __post_init__(self) -> None:
         Task.parse(self.task)  # raises naming the bad task name
+        require("ogbench", "mujoco", "gymnasium", purpose="tether flow train (OGBench's environments)")
         check(self.method in METHODS, "method", self.method, METHODS.names())
         check(self.reward in ("sparse", "dense"), "reward", self.reward, "'sparse' or 'dense'")
         check(self.bc_steps >= 0, "bc_steps", self.bc_steps, ">= 0")

@@ -484,8 +484,7 @@ class GRPOTrainer:
         """Train for `steps`, evaluating before, every `eval.every` steps and at the end; returns the last eval."""
         c = self.cfg
         last_eval = self._log_eval() if self.step_count == 0 else {}
-        with progress(c.steps, "lm train") as bar:
-            bar.update(self.step_count)
+        with progress(c.steps, "lm train", initial=self.step_count) as bar:  # a resumed run's ETA: new steps only
             while self.step_count < c.steps:
                 m = self.step()
                 if self.run is not None and self.step_count % c.run.log_every == 0:
