@@ -138,3 +138,31 @@ def test_an_optional_dependency_missing_at_run_time_is_one_line_naming_its_extra
     monkeypatch.setattr(cli, "_dispatch", lambda argv: __import__("not_an_extra_at_all"))
     with pytest.raises(ModuleNotFoundError):   # a missing module that is no extra is a real bug: traceback
         main(["x"])
+
+
+def test_a_requested_stop_is_one_stderr_line_and_its_exit_code(monkeypatch, capsys):
+    import tether.cli as cli
+    from tether.core.signals import StopRequested
+
+    line = "stopped by SIGTERM at step 12; checkpoint saved: runs/x/checkpoints/step_0000012 (resume with --run.resume)"
+
+    def stopped(argv):
+        raise StopRequested(line, 143)
+
+    monkeypatch.setattr(cli, "_dispatch", stopped)
+    assert main(["flow", "train"]) == 143
+    assert capsys.readouterr() == ("", line + "\n")
+
+
+def test_ctrl_c_is_one_line_and_130_unless_debugging(monkeypatch, capsys):
+    import tether.cli as cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert main(["flow", "train"]) == 130
+    assert capsys.readouterr().err == "interrupted by Ctrl-C\n"
+    monkeypatch.setenv("TETHER_DEBUG", "1")
+    with pytest.raises(KeyboardInterrupt):
+        main(["flow", "train"])

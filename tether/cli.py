@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from tether import __version__
 from tether.commands import FAMILIES, TOP, family_commands, top_command
 from tether.core.cli import Command
-from tether.core.config import ConfigError, help_text, parse_args, preset_name
+from tether.core.config import ConfigError, NonFiniteError, help_text, parse_args, preset_name
 from tether.core.extras import EXTRAS
+from tether.core.signals import StopRequested
 
 
 def _usage() -> str:
@@ -69,11 +70,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tether ... | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
+    except StopRequested as e:  # SIGTERM / Ctrl-C under graceful_stop: the trainer saved and says where
+        print(e, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C (abort), or one where no graceful_stop was active
+        if os.environ.get("TETHER_DEBUG"):
+            raise
+        print("interrupted by Ctrl-C", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, FileExistsError) as e:
         if os.environ.get("TETHER_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:  # the run stopped on NaN/inf; its message names the flag to change
+        if os.environ.get("TETHER_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except ModuleNotFoundError as e:  # an optional dependency no config check caught: still one line
         root = (e.name or "").split(".")[0]
         if root not in EXTRAS or os.environ.get("TETHER_DEBUG"):

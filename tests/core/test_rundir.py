@@ -2,6 +2,7 @@ import io
 import json
 
 import pytest
+import torch
 
 from tether.core.progress import progress
 from tether.core.rundir import RunDir, read_jsonl
@@ -49,16 +50,22 @@ def test_progress_plain_lines_when_not_a_tty():
 
 
 def test_run_config_creates_and_resumes(tmp_path):
+    from tether.core.checkpoint import save_checkpoint
+    from tether.core.config import ConfigError
     from tether.core.rundir import RunConfig
 
     cfg = ToyConfig()
     run = RunDir.from_config(RunConfig(), cfg, default_dir=str(tmp_path / "default"))
-    assert (tmp_path / "default" / "config.json").exists()
+    assert (tmp_path / "default" / "config.json").exists() and RunDir.state(run.path) == "started"
+    with pytest.raises(ConfigError, match="stopped before its first checkpoint.*without --run.resume"):
+        RunDir.from_config(RunConfig(dir=str(run.path), resume=True), cfg, default_dir="unused")
+    save_checkpoint(run.checkpoint_path(1), {"w": torch.ones(2)})
+    assert RunDir.state(run.path) == "resumable"
     again = RunDir.from_config(RunConfig(dir=str(run.path), resume=True), cfg, default_dir="unused")
     assert again.path == run.path
     with pytest.raises(ValueError, match="run.resume needs --run.dir"):
         RunConfig(resume=True)
-    with pytest.raises(FileNotFoundError, match="not a run directory"):
+    with pytest.raises(ConfigError, match="has no run, so there is nothing to continue"):
         RunDir.from_config(RunConfig(dir=str(tmp_path / "missing"), resume=True), cfg, default_dir="")
 
 

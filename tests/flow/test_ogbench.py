@@ -5,6 +5,9 @@ Uses a tiny generated scene dataset (short episodes) and short eval episodes; re
 
 import functools
 import json
+import multiprocessing as mp
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ pytest.importorskip("ogbench")
 
 from tether.cli import main  # noqa: E402
 from tether.flow.ogbench import data as od  # noqa: E402
+from tether.flow.ogbench import env as oe  # noqa: E402
 from tether.flow.ogbench.env import ParallelEvaluator, Task, load_buffer  # noqa: E402
 from tether.testing.docs import undocumented  # noqa: E402
 
@@ -114,6 +118,62 @@ def test_parallel_evaluator_runs_every_episode_to_its_time_limit_in_waves():
     assert batches == [2, 2, 2, 1, 1, 1]  # two waves (2 + 1 episodes) of ceil(12 / 5) = 3 chunks each
 
 
+class _OneStepEnv:
+    """A stand-in for the MuJoCo env: every episode succeeds at its first step."""
+
+    def reset(self, seed):
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, True, False, {"success": True}
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="patches reach the workers through fork")
+def test_evaluator_workers_start_through_worker_init_and_ignore_ctrl_c(tmp_path, monkeypatch, capfd):
+    calls, real = tmp_path / "worker_init", oe.worker_init
+
+    def recorded(parent_pid):
+        with calls.open("a") as f:
+            f.write(f"{parent_pid}\n")
+        real(parent_pid)
+
+    monkeypatch.setattr(oe, "worker_init", recorded)
+    monkeypatch.setattr(oe, "make_env", lambda task, max_steps: _OneStepEnv())
+    with ParallelEvaluator(Task.parse("scene-play-singletask-task1-v0"), episodes=2, workers=2,
+                           envs_per_worker=1) as ev:
+        for p in ev.procs:  # at once, while they may still start: the SIGINT block covers that
+            os.kill(p.pid, signal.SIGINT)
+        out = ev(lambda obs: torch.zeros(obs.shape[0], 2), 1, 2, seed=0)
+    assert out == {"eval/success": 1.0, "eval/episode_length": 1.0}  # both workers survived Ctrl-C
+    assert calls.read_text().split() == [str(os.getpid())] * 2
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+def test_generation_workers_start_through_worker_init(monkeypatch):
+    started, spawn = {}, mp.get_context("spawn")
+
+    class Spawn:  # the spawn context up to its Pool, which records how the workers would start
+        def get_start_method(self):
+            return "spawn"
+
+        def Queue(self):
+            return spawn.Queue()
+
+        def Pool(self, workers, initializer, initargs):
+            started.update(initializer=initializer, initargs=initargs)
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(od.mp, "get_context", lambda method: Spawn())
+    with pytest.raises(RuntimeError, match="recorded"):
+        od._run_pool([(SPEC, "train", 0, 1, "unused")], 2, bar=None)
+    assert started["initializer"] is od._init_worker and started["initargs"][1] == os.getpid()
+    seen = []
+    monkeypatch.setattr(od, "worker_init", seen.append)
+    monkeypatch.setattr(od, "_EPISODES", None)
+    od._init_worker(*started["initargs"])
+    assert seen == [os.getpid()] and od._EPISODES is started["initargs"][0]
+
+
 def test_flow_train_end_to_end_and_bc_cache_shared(data_dir, tmp_path, capsys):
     base = ["flow", "train", "--preset", "smoke", "--data-dir", str(data_dir), "--bc-dir", str(tmp_path / "bc"),
             "--eval-workers", "1", "--max-episode-steps", "5"]
@@ -126,10 +186,10 @@ def test_flow_train_end_to_end_and_bc_cache_shared(data_dir, tmp_path, capsys):
     assert set(summary) == {"success_start", "success_offline", "success_final", "seconds"}
     evals = [json.loads(line) for line in (tmp_path / "trqam" / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [6, 12]  # the offline/online switch and the end
-    ckpt = next((tmp_path / "bc").glob("*/state.pt"))
+    ckpt = next((tmp_path / "bc").glob("*/state.json"))
     mtime = ckpt.stat().st_mtime_ns
     assert main(base + ["--method", "fql", "--run.dir", str(tmp_path / "fql")]) == 0
-    assert ckpt.stat().st_mtime_ns == mtime and len(list((tmp_path / "bc").glob("*/state.pt"))) == 1
+    assert ckpt.stat().st_mtime_ns == mtime and len(list((tmp_path / "bc").glob("*/state.json"))) == 1
     rows = [json.loads(line) for line in (tmp_path / "fql" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 12 and any("rollout/return" in r for r in rows)  # online episodes were collected
     keys = {k for r in rows + evals for k in r if k != "step"}

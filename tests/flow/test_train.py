@@ -61,3 +61,90 @@ def test_resume_is_exact_offline(tmp_path):
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(full.dual_state.value, resumed.dual_state.value)
+
+
+# ------------------------------------------------------------------ crash-proof runs: kill, resume, compare
+
+
+class Killed(Exception):
+    pass
+
+
+def _killed_at(agent, n: int):
+    """Make the agent's n-th update raise, as a kill between two steps would stop the run."""
+    update, calls = agent.update, [0]
+
+    def dying(batch):
+        calls[0] += 1
+        if calls[0] == n:
+            raise Killed
+        return update(batch)
+
+    agent.update = dying
+    return agent
+
+
+def _rows(run_dir):
+    from tether.core.rundir import read_jsonl
+
+    return {f: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(run_dir / f)]
+            for f in ("metrics.jsonl", "eval.jsonl")}
+
+
+@pytest.mark.parametrize("offline, online, kill_at", [(20, 0, 13), (4, 80, 60)])
+def test_a_killed_run_resumes_to_the_uninterrupted_metrics_and_weights(tmp_path, offline, online, kill_at):
+    """log_every 3 and save_every 5 put rows across checkpoints; online saves wait for episode ends."""
+    cfg = TrainConfig(offline_steps=offline, online_steps=online, batch_size=16, eval_episodes=1, eval_every=10)
+    env = lambda: PointNav(seed=3)  # noqa: E731
+
+    def go(name, agent, resume=False):
+        run_cfg = RunConfig(seed=5, log_every=3, save_every=5, resume=resume, dir=str(tmp_path / name))
+        run = RunDir.from_config(run_cfg, cfg, default_dir="")
+        return fit(agent, point_nav_dataset(6, extra_capacity=online), cfg, run, run_cfg, env_fn=env)
+
+    straight = make("trqam", seed=1)
+    go("a", straight)
+    with pytest.raises(Killed):
+        go("b", _killed_at(make("trqam", seed=1), kill_at))
+    resumed = make("trqam", seed=1)
+    go("b", resumed, resume=True)
+    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resuming_a_finished_run_does_nothing_and_says_so(tmp_path, capsys):
+    cfg, run_cfg = TrainConfig(offline_steps=4, batch_size=8), RunConfig(dir=str(tmp_path / "r"))
+    fit(make("fql"), point_nav_dataset(4), cfg, RunDir.from_config(run_cfg, cfg, ""), run_cfg)
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    again = RunConfig(dir=str(tmp_path / "r"), resume=True)
+    assert fit(make("fql"), point_nav_dataset(4), cfg, RunDir.from_config(again, cfg, ""), again) == {}
+    assert "already finished at step 4 of 4" in capsys.readouterr().err
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+
+
+def test_resume_without_a_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
+    from tether.core.config import ConfigError
+
+    cfg = TrainConfig(offline_steps=4, batch_size=8)
+    run = RunDir.create(tmp_path / "r", cfg, seed=0)
+    with pytest.raises(ConfigError, match="no loadable checkpoint under .*without --run.resume"):
+        fit(make("fql"), point_nav_dataset(4), cfg, run, RunConfig(dir=str(run.path), resume=True))
+
+
+def test_a_huge_learning_rate_stops_with_one_line_naming_the_flag_and_never_saves_nan(tmp_path):
+    from dataclasses import replace as dc_replace
+
+    from tether.core.checkpoint import latest_checkpoint, load_checkpoint
+    from tether.core.stability import NonFiniteError
+
+    agent = FQLAgent(FQLConfig(alpha=10.0), 2, 2, agent=dc_replace(TINY, lr=1e30), seed=0)
+    cfg = TrainConfig(offline_steps=50, batch_size=16)
+    run = RunDir.create(tmp_path / "r", cfg, seed=0)
+    with pytest.raises(NonFiniteError, match="--agent.lr") as e:
+        fit(agent, point_nav_dataset(4), cfg, run, RunConfig(save_every=1))
+    assert "\n" not in str(e.value)
+    for ckpt in (tmp_path / "r" / "checkpoints").glob("step_*"):
+        state = load_checkpoint(ckpt)["agent"]["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt
+    del latest_checkpoint

@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import math
+import sys
 import textwrap
 import types
 import typing
@@ -32,10 +33,26 @@ class ConfigError(ValueError):
     """A config value or key is invalid. The message names the field, the value and what is allowed."""
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/inf where it cannot continue; the message is one line naming what to change.
+
+    Defined here, beside ConfigError, so the CLI can report it without importing torch."""
+
+
 def check(ok: bool, field: str, value: Any, allowed: str) -> None:
     """Raise ConfigError unless `ok`; for use in `__post_init__`."""
     if not ok:
         raise ConfigError(f"config field {field!r}: got {value!r}, expected {allowed}")
+
+
+def check_rate(value: float, field: str, *, usual: tuple[float, float]) -> None:
+    """A learning rate or temperature: a finite float > 0 (else ConfigError); one warning line on stderr when it
+    lies far outside the `usual` range, where runs diverge or do not move."""
+    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, field, value, "a finite float > 0")
+    low, high = usual
+    if not low <= value <= high:
+        print(f"warning: {field}={value:g} is far outside the usual {low:g}..{high:g}; the run will likely diverge "
+              "or not learn", file=sys.stderr, flush=True)
 
 
 @functools.cache

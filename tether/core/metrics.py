@@ -55,3 +55,12 @@ class Metrics:
         self._sums.clear()
         self._counts.clear()
         return out
+
+    def state_dict(self) -> dict[str, dict]:
+        """The partial sums since the last flush (for a checkpoint taken between two flushes; syncs once)."""
+        return {"sums": {k: float(v) for k, v in self._sums.items()}, "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Continue the partial sums of a checkpoint, so the row that spans it gets the uninterrupted mean."""
+        self._sums = {k: torch.tensor(v, dtype=torch.float64) for k, v in state["sums"].items()}
+        self._counts = {k: int(v) for k, v in state["counts"].items()}

@@ -8,6 +8,7 @@ Figures are written with the Agg backend (no display needed).
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,19 @@ def is_noise_field(key: str) -> bool:
 
 
 def run_config(run: Path) -> dict[str, Any]:
+    """The flattened config.json of a run ({} when there is none, or one warning line when it is unreadable)."""
     p = Path(run) / "config.json"
-    return flatten(json.loads(p.read_text())) if p.exists() else {}
+    if not p.exists():
+        return {}
+    try:
+        cfg = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        print(f"warning: {p} is not valid JSON ({e}); the run is shown without its config", file=sys.stderr)
+        return {}
+    if not isinstance(cfg, dict):
+        print(f"warning: {p} is not a JSON object; the run is shown without its config", file=sys.stderr)
+        return {}
+    return flatten(cfg)
 
 
 def differing_fields(cfgs: list[dict[str, Any]], *, seeds: bool = False) -> list[str]:

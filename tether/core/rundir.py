@@ -11,7 +11,15 @@ Layout:
     wandb/                   W&B run files (optional: run.wandb; offline unless WANDB_MODE says otherwise)
 
 Does not own what is logged or when; the trainer decides. Every jsonl line is written and flushed whole,
-so a crash leaves at worst a run that `--resume` can continue.
+so a crash leaves at worst a run that `--run.resume` can continue.
+
+A run directory is in one of three states (`RunDir.state`), each handled by `RunDir.from_config`:
+    fresh      no run yet (or an empty directory): the run starts
+    resumable  a complete checkpoint exists: `--run.resume` continues it; without the flag the run is refused
+    started    a run began but died before its first checkpoint: it starts again, after saying so; its logs are
+               moved to `interrupted-<time>/` (never deleted); `--run.resume` there is an error that says this
+On resume the command's config must equal the run's `config.json`, apart from `RESUME_FREE` fields
+(bookkeeping that cannot change results); any other difference is refused, naming the fields.
 """
 
 from __future__ import annotations
@@ -29,11 +37,14 @@ import numpy as np
 import torch
 
 from tether import __version__
-from tether.core.checkpoint import latest_checkpoint
-from tether.core.config import to_dict
+from tether.core.checkpoint import clean_stale, latest_checkpoint
+from tether.core.config import ConfigError, from_dict, to_dict
 from tether.core.extras import require
 
-__all__ = ["RunConfig", "RunDir", "git_info", "read_jsonl", "write_json_atomic"]
+__all__ = ["RunConfig", "RunDir", "RESUME_FREE", "git_info", "read_jsonl", "write_json_atomic"]
+
+RESUME_FREE = ("run.resume", "run.tensorboard", "run.wandb", "eval_workers", "eval_envs")
+"""Config fields a resumed run may change: where it logs and how many processes evaluate, never what it computes."""
 
 
 def git_info() -> dict[str, Any]:
@@ -57,17 +68,31 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a jsonl file; a truncated last line (crash mid-write) is ignored."""
-    rows = []
-    p = Path(path)
-    if not p.exists():
-        return rows
-    for line in p.read_text().splitlines():
+def _parse_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of a jsonl file and the numbers of the lines that are not JSON objects with an integer "step"
+    (a torn last line, from a crash mid-write, is neither: it is dropped silently)."""
+    rows, bad = [], []
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    for i, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
+            if i < len(lines) and line.strip():
+                bad.append(i)
             continue
+        if isinstance(row, dict) and isinstance(row.get("step", 0), int):
+            rows.append(row)
+        else:
+            bad.append(i)
+    return rows, bad
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON-object rows of a jsonl file; other lines are skipped with one warning line on stderr."""
+    rows, bad = _parse_jsonl(Path(path))
+    if bad:
+        print(f"warning: {path}: line(s) {bad[:5]} are not JSON objects with an integer step; skipped",
+              file=sys.stderr, flush=True)
     return rows
 
 
@@ -116,6 +141,7 @@ def _wandb_run(path: Path, config: dict[str, Any]) -> Any:
 class RunDir:
     def __init__(self, path: str | Path, tensorboard: bool = False, wandb: bool = False) -> None:
         self.path = Path(path)
+        clean_stale(self.path / "checkpoints")  # what saves killed mid-way left, when a run starts or resumes
         self._tb = None
         self._wandb = None
         if tensorboard:
@@ -132,6 +158,7 @@ class RunDir:
         path = Path(path)
         if wandb:
             require("wandb", purpose="--run.wandb")
+        _check_writable(path)
         if (path / "metrics.jsonl").exists() and not overwrite:
             raise FileExistsError(f"run directory {path} already holds a run; pass --run.resume to continue "
                                   "it or choose another --run.dir")
@@ -146,12 +173,36 @@ class RunDir:
         })
         return cls(path, tensorboard, wandb)
 
+    @staticmethod
+    def state(path: str | Path) -> str:
+        """'fresh', 'resumable' (a complete checkpoint exists) or 'started' (logs or config, no checkpoint)."""
+        path = Path(path)
+        if latest_checkpoint(path / "checkpoints") is not None:
+            return "resumable"
+        started = any((path / n).exists() for n in ("metrics.jsonl", "eval.jsonl", "config.json"))
+        return "started" if started else "fresh"
+
     @classmethod
     def from_config(cls, run: RunConfig, config: Any, default_dir: str) -> RunDir:
-        """Create the run directory of `config` (or reopen it with `run.resume`: a new W&B run of the same name)."""
+        """The run directory of `config`, handled by its state (module docstring); checks happen before any
+        file is written. With `run.resume`, reopens it (a new W&B run of the same name)."""
+        path = Path(run.dir or default_dir)
+        state = cls.state(path)
         if run.resume:
-            return cls.open(run.dir, run.tensorboard, run.wandb)
-        return cls.create(run.dir or default_dir, config, seed=run.seed, tensorboard=run.tensorboard, wandb=run.wandb)
+            if state != "resumable":
+                why = "has no run" if state == "fresh" else "holds a run that stopped before its first checkpoint"
+                raise ConfigError(f"run.resume: {path} {why}, so there is nothing to continue; run the same command "
+                                  "without --run.resume to start it")
+            check_resume_config(path, config)
+            return cls.open(path, run.tensorboard, run.wandb)
+        if state == "resumable":
+            raise FileExistsError(f"run directory {path} already holds a run with a checkpoint; pass --run.resume "
+                                  "to continue it or choose another --run.dir")
+        if state == "started":
+            moved = set_aside_interrupted(path)
+            print(f"{path}: the run there stopped before its first checkpoint; starting it again "
+                  f"(its logs are in {moved})", file=sys.stderr, flush=True)
+        return cls.create(path, config, seed=run.seed, tensorboard=run.tensorboard, wandb=run.wandb)
 
     @classmethod
     def open(cls, path: str | Path, tensorboard: bool = False, wandb: bool = False) -> RunDir:
@@ -199,10 +250,18 @@ class RunDir:
         return latest_checkpoint(self.path / "checkpoints")
 
     def truncate_after(self, step: int) -> None:
-        """Drop logged rows past `step` (what a killed run logged after its last checkpoint), before resuming."""
+        """Drop logged rows past `step` (what a killed run logged after its last checkpoint), before resuming.
+
+        A file holding lines that are not rows (edited by hand, damaged) is first copied to
+        `<name>.before-resume`, so nothing that was on disk is lost."""
         for name in ("metrics.jsonl", "eval.jsonl"):
-            rows = [r for r in read_jsonl(self.path / name) if r["step"] <= step]
-            self.write_jsonl(name, rows)
+            rows, bad = _parse_jsonl(self.path / name)
+            if bad:
+                keep = self.path / f"{name}.before-resume"
+                keep.write_bytes((self.path / name).read_bytes())
+                print(f"warning: {self.path / name}: line(s) {bad[:5]} are not rows; the file as it was is kept "
+                      f"in {keep}", file=sys.stderr, flush=True)
+            self.write_jsonl(name, [r for r in rows if r.get("step", 0) <= step])
 
     def close(self) -> None:
         if self._tb is not None:
@@ -210,3 +269,54 @@ class RunDir:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _check_writable(path: Path) -> None:
+    """A one-line error, before anything is written, when the run directory cannot be created or written."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        what = "is not a directory" if not existing.is_dir() else "is not writable"
+        raise ConfigError(f"run directory {path}: {existing} {what}; choose another --run.dir")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def check_resume_config(path: Path, config: Any) -> None:
+    """Refuse to resume `path` with a config that differs from its config.json (RESUME_FREE fields aside), or
+    when config.json is unreadable or not a valid config of this command."""
+    file = path / "config.json"
+    try:
+        stored = json.loads(file.read_text())
+        from_dict(type(config), stored)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"run.resume: {file} is not valid JSON ({e}); restore it or start a new --run.dir") from None
+    except ConfigError as e:
+        raise ConfigError(f"run.resume: {file} is not a valid config of this command ({e}); is {path} a run of "
+                          "another command? Choose its own command or a new --run.dir") from None
+    old, new = _flat(stored), _flat(to_dict(config))
+    free = set(RESUME_FREE)
+    diff = sorted(k for k in old.keys() | new.keys() if k not in free and old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: run {old.get(k)!r}, now {new.get(k)!r}" for k in diff[:5])
+        more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
+        raise ConfigError(f"run.resume: the config differs from {file} ({shown}{more}); resume with the run's "
+                          "settings, or start a new --run.dir to change them")
+
+
+def set_aside_interrupted(path: Path) -> Path:
+    """Move a run's logs (not its checkpoints: there are none) into `interrupted-<time>/`; returns that folder."""
+    import time
+
+    dest = path / f"interrupted-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir()
+    for name in ("config.json", "env.json", "metrics.jsonl", "eval.jsonl", "samples", "tb", "wandb"):
+        if (path / name).exists():
+            (path / name).rename(dest / name)
+    return dest

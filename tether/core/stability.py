@@ -3,7 +3,9 @@
 The trainer calls them explicitly in its step, not through hooks: clip the gradient norm, then ask the guard
 whether the step may be applied. A non-finite loss or gradient norm skips the step and is counted
 (`grad/skipped_steps`); after `max_consecutive` skips in a row the run stops with an error that names
-the step and the last good checkpoint, instead of silently training on garbage.
+the step and the last good checkpoint, instead of silently training on garbage. A finite gradient can still
+give non-finite weights (an infinite or huge learning rate): `check_params` after every optimizer step stops
+the run at once, before any checkpoint of those weights is written.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from tether.core.config import NonFiniteError
+
 __all__ = ["NonFiniteError", "NonFiniteGuard", "clip_grad_norm"]
-
-
-class NonFiniteError(RuntimeError):
-    pass
 
 
 def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float | None) -> Tensor:
@@ -34,10 +34,10 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float | None)
 class NonFiniteGuard:
     """Decide whether an optimizer step may be applied; count and limit consecutive skips."""
 
-    def __init__(self, max_consecutive: int = 5) -> None:
+    def __init__(self, max_consecutive: int = 5, *, lr_flag: str = "--optim.lr") -> None:
         if max_consecutive < 1:
             raise ValueError(f"max_consecutive={max_consecutive} must be >= 1")
-        self.max_consecutive = max_consecutive
+        self.max_consecutive, self.lr_flag = max_consecutive, lr_flag
         self.skipped = 0
         self.consecutive = 0
 
@@ -54,8 +54,17 @@ class NonFiniteGuard:
             raise NonFiniteError(
                 f"{self.consecutive} consecutive non-finite steps, the last at step {step} "
                 f"(loss={float(loss)}, grad_norm={float(grad_norm)}); {where}. "
-                "Lower the learning rate or check the inputs, then resume with --resume.")
+                f"Lower {self.lr_flag} or check the inputs, then resume with --run.resume.")
         return False
+
+    def check_params(self, params: Iterable[Tensor], *, step: int, last_checkpoint: Path | None = None) -> None:
+        """Raise NonFiniteError if any parameter is NaN/inf (one sync per call: call it once per optimizer step)."""
+        params = list(params)
+        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            return
+        where = f"the last checkpoint ({last_checkpoint}) is intact" if last_checkpoint else "no checkpoint was saved"
+        raise NonFiniteError(f"the weights became non-finite at the optimizer step of step {step}: the learning "
+                             f"rate is too large for this model; lower {self.lr_flag} ({where})")
 
     def state_dict(self) -> dict[str, int]:
         return {"skipped": self.skipped, "consecutive": self.consecutive}

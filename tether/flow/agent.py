@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tether.core.config import check
+from tether.core.config import check, check_rate
 from tether.core.stability import NonFiniteGuard, clip_grad_norm
 from tether.flow.data import ChunkBatch
 from tether.flow.losses import critic_td, flow_matching_bc, ot_path, td_target
@@ -26,6 +26,8 @@ from tether.flow.nets import CriticEnsemble, VelocityField, ema_update, frozen_c
 from tether.flow.sampler import euler_sample
 
 FixedCritic = Callable[[Tensor, Tensor], Tensor]
+PARAM_CHECK_EVERY = 100
+"""Updates between the weight finiteness checks (each is one host sync), counted from the first update."""
 """Q(obs (B, S), actions (B, D)) -> (B,): a known critic (the toy); disables critic training."""
 
 
@@ -65,7 +67,7 @@ class AgentConfig:
         check(self.rho >= 0, "rho", self.rho, ">= 0")
         check(0 <= self.discount <= 1, "discount", self.discount, "in [0, 1]")
         check(0 < self.tau <= 1, "tau", self.tau, "in (0, 1]")
-        check(self.lr > 0, "lr", self.lr, "> 0")
+        check_rate(self.lr, "agent.lr", usual=(1e-7, 1e-1))
         check(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0")
         check(self.flow_steps >= 1, "flow_steps", self.flow_steps, ">= 1")
 
@@ -90,7 +92,7 @@ class FlowAgent(nn.Module):
         self.critic_target = frozen_copy(self.critic)
         self.build_actor()
         self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=cfg.lr)
-        self.guard, self.updates = NonFiniteGuard(), 0  # a non-finite loss/gradient skips the step (counted)
+        self.guard, self.updates = NonFiniteGuard(lr_flag="--agent.lr"), 0  # non-finite loss/gradient: skipped
 
     # -- hooks for the algorithm files ------------------------------------------------------------
     def build_actor(self) -> None:
@@ -181,6 +183,8 @@ class FlowAgent(nn.Module):
         self.updates += 1
         if applied:
             self.optimizer.step()
+            if self.updates % PARAM_CHECK_EVERY == 1:  # finite gradients, non-finite weights (a huge lr): stop
+                self.check_finite()
             ema_update(self.critic_target, self.critic, self.cfg.tau)
             if self.reference == "ema":
                 ema_update(self.slow_target, self.slow, self.cfg.tau)
@@ -189,6 +193,10 @@ class FlowAgent(nn.Module):
         if applied:
             self.after_step(metrics)
         return metrics
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if any weight is NaN/inf (one host sync; the loop calls it before every save)."""
+        self.guard.check_params([p for g in self.optimizer.param_groups for p in g["params"]], step=self.updates)
 
     def load_pretrained(self, velocity_state: dict[str, Tensor]) -> None:
         """Initialise slow, its target and every flow actor from a BC checkpoint (the TRQAM pipeline)."""

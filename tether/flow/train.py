@@ -6,11 +6,15 @@ agnostic: an env has gymnasium-style `reset()` / `step(action)` on torch tensors
 later issue). Online (UTD 1, as in QAM/TRQAM): the policy's action chunk is executed open-loop, each env
 step is appended to the buffer (dataset + online data, sampled uniformly) and followed by one update.
 
-Resume is exact in the offline phase. The online env is not checkpointed: on resume it is reset.
+Resume is exact in both phases: the partial sums of the metrics row in progress are in the checkpoint (a row
+that spans a checkpoint gets the uninterrupted mean), and online checkpoints are taken at episode boundaries (a
+save that falls due mid-episode, or a SIGTERM/SIGINT, waits for the episode to end), so a resumed run resets the
+env with the same seed an uninterrupted run would use.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,11 +22,12 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from tether.core.config import check
+from tether.core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from tether.core.config import ConfigError, check
 from tether.core.metrics import Metrics
 from tether.core.rundir import RunConfig, RunDir
 from tether.core.seeding import generator
+from tether.core.signals import StopRequested, graceful_stop
 from tether.core.timing import Timer
 from tether.flow.agent import FlowAgent
 from tether.flow.data import ReplayBuffer
@@ -101,26 +106,33 @@ class OnlineCollector:
 
 
 def save(run: RunDir, step: int, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator,
-         offline_size: int) -> None:
+         offline_size: int, episode: int = 0, metrics: Metrics | None = None) -> None:
+    """A checkpoint of `step`: agent, replay RNG, the online part of the buffer, the online episode counter and
+    the unflushed metrics. The weights are checked first: a non-finite one is never written."""
+    agent.check_finite()
     online = slice(offline_size, buffer.size)
-    state = {"agent": agent.training_state(), "rng": rng_state({"replay": gen}), "step": step,
+    state = {"agent": agent.training_state(), "rng": rng_state({"replay": gen}), "step": step, "episode": episode,
+             "metrics": (metrics or Metrics()).state_dict(),
              "online": {k: getattr(buffer, k)[online].clone()
                         for k in ("obs", "actions", "rewards", "next_obs", "terminals", "ends")}}
     save_checkpoint(run.checkpoint_path(step), state, meta={"step": step, "buffer_size": buffer.size})
 
 
-def restore(run: RunDir, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator) -> int:
-    """Load the latest checkpoint (if any) into agent/buffer/gen; returns the step to continue from."""
-    path = run.latest_checkpoint()
-    if path is None:
-        return 0
-    state = load_checkpoint(path)
+def restore(run: RunDir, agent: FlowAgent, buffer: ReplayBuffer, gen: torch.Generator,
+            metrics: Metrics) -> tuple[int, int]:
+    """Load the latest checkpoint into agent/buffer/gen/metrics; returns (step, online episode) to continue from."""
+    found = load_latest(run.path / "checkpoints")  # a damaged latest one falls back to the previous (warned)
+    if found is None:
+        raise ConfigError(f"run.resume: no loadable checkpoint under {run.path}; run the same command without "
+                          "--run.resume to start it")
+    state = found[1]
     agent.load_training_state(state["agent"])
     set_rng_state(state["rng"], {"replay": gen})
     o = state["online"]
     buffer.add(o["obs"], o["actions"], o["rewards"], o["next_obs"], o["terminals"], o["ends"])
     run.truncate_after(state["step"])
-    return state["step"]
+    metrics.load_state_dict(state["metrics"])
+    return state["step"], state.get("episode", 0)
 
 
 Evaluator = Callable[[FlowAgent], dict[str, float]]
@@ -140,31 +152,45 @@ def fit(agent: FlowAgent, buffer: ReplayBuffer, cfg: TrainConfig, run: RunDir, r
         evaluator = lambda a: evaluate(a, env_fn(), cfg.eval_episodes, seed=run_cfg.seed + 1)  # noqa: E731
     gen = generator(run_cfg.seed, "replay")
     offline_size = buffer.size
-    step = restore(run, agent, buffer, gen) if run_cfg.resume else 0
-    total = cfg.offline_steps + cfg.online_steps
-    collector = OnlineCollector(env_fn(), run_cfg.seed) if env_fn is not None and cfg.online_steps else None
     metrics, timer, last = Metrics(), Timer(), {}
+    step, episode = restore(run, agent, buffer, gen, metrics) if run_cfg.resume else (0, 0)
+    total = cfg.offline_steps + cfg.online_steps
+    if step >= total:
+        print(f"the run is already finished at step {step} of {total}: nothing to do", file=sys.stderr, flush=True)
+        return {}
+    collector = OnlineCollector(env_fn(), run_cfg.seed) if env_fn is not None and cfg.online_steps else None
+    if collector is not None:
+        collector.episode = episode
     if evaluator is not None and cfg.eval_episodes and cfg.eval_every and step == 0:
         run.log_eval(0, evaluator(agent))
-    while step < total:
-        if step >= cfg.offline_steps and collector is not None:
-            with timer("rollout"):
-                metrics.log_dict(collector.step(agent, buffer))
-        with timer("update"):
-            batch = buffer.sample(cfg.batch_size, agent.cfg.horizon, agent.cfg.discount, gen)
-            metrics.log_dict(agent.update(batch))
-        step += 1
-        if step % run_cfg.log_every == 0 or step == total:
-            last = {**metrics.flush(), **timer.flush()}
-            run.log_metrics(step, last)
-            if on_step is not None:
-                on_step(step, last)
-        due = (cfg.eval_every and step % cfg.eval_every == 0) or step in (total, cfg.offline_steps)
-        if evaluator is not None and cfg.eval_episodes and due:
-            with timer("eval"):
-                result = evaluator(agent)
-            last.update(result)
-            run.log_eval(step, result)
-        if (run_cfg.save_every and step % run_cfg.save_every == 0) or step == total:
-            save(run, step, agent, buffer, gen, offline_size)
+    pending_save = False
+    with graceful_stop() as stop:  # SIGTERM/SIGINT: save at the next point a save may be taken, then stop
+        while step < total:
+            if step >= cfg.offline_steps and collector is not None:
+                with timer("rollout"):
+                    metrics.log_dict(collector.step(agent, buffer))
+            with timer("update"):
+                batch = buffer.sample(cfg.batch_size, agent.cfg.horizon, agent.cfg.discount, gen)
+                metrics.log_dict(agent.update(batch))
+            step += 1
+            mid_episode = collector is not None and collector.obs is not None and step > cfg.offline_steps
+            pending_save |= bool(run_cfg.save_every and step % run_cfg.save_every == 0) or stop.requested
+            saving = step == total or (pending_save and not mid_episode)
+            if step % run_cfg.log_every == 0 or step == total:
+                last = {**metrics.flush(), **timer.flush()}
+                run.log_metrics(step, last)
+                if on_step is not None:
+                    on_step(step, last)
+            due = (cfg.eval_every and step % cfg.eval_every == 0) or step in (total, cfg.offline_steps)
+            if evaluator is not None and cfg.eval_episodes and due:
+                with timer("eval"):
+                    result = evaluator(agent)
+                last.update(result)
+                run.log_eval(step, result)
+            if saving:
+                save(run, step, agent, buffer, gen, offline_size, collector.episode if collector is not None else 0,
+                     metrics)
+                pending_save = False
+                if stop.requested and step < total:
+                    raise StopRequested(stop.message(step, run.checkpoint_path(step)), stop.exit_code)
     return last

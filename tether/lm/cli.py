@@ -86,9 +86,11 @@ def train(cfg: TrainConfig) -> int:
               "(accuracy and reward stay near 0); start from a base with --preset gsm-tiny or --model.path "
               "base:medium", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
+    # the checks that need the model (context length) run before any file is written
+    trainer = GRPOTrainer(cfg)
     run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/lm/train-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run dir: {run.path}", flush=True)
-    trainer = GRPOTrainer(cfg, run)
+    trainer.run = run
     if cfg.run.resume:
         trainer.resume()
     final = trainer.fit()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tether.core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from tether.core.duals import Dual, DualState
 from tether.core.metrics import Metrics
 from tether.core.rundir import RunDir
@@ -87,10 +87,10 @@ class ToyTrainer:
         return save_checkpoint(self.run.checkpoint_path(self.step_idx), self.state_dict(), {"step": self.step_idx})
 
     def resume(self) -> None:
-        ckpt = self.run.latest_checkpoint()
-        if ckpt is None:
+        found = load_latest(self.run.path / "checkpoints")  # a corrupted latest one falls back, with a warning
+        if found is None:
             return
-        self.load_state_dict(load_checkpoint(ckpt))
+        self.load_state_dict(found[1])
         self.run.truncate_after(self.step_idx)
 
     def fit(self, stop_after: int | None = None) -> None:

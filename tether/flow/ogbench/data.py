@@ -39,6 +39,7 @@ from tether.core.config import check
 from tether.core.progress import progress
 from tether.core.rundir import write_json_atomic
 from tether.core.seeding import derive_seed
+from tether.core.signals import sigint_blocked, worker_init
 
 DOMAINS = ("cube-single", "cube-double", "cube-triple", "cube-quadruple", "scene", "puzzle-3x3", "puzzle-4x4",
            "puzzle-4x5", "puzzle-4x6")
@@ -182,8 +183,9 @@ _EPISODES = None
 """In a pool worker: the queue that carries one item per finished episode to the parent's progress bar."""
 
 
-def _init_worker(episodes) -> None:
+def _init_worker(episodes, parent_pid: int) -> None:
     global _EPISODES
+    worker_init(parent_pid)  # Ctrl-C is the parent's to handle; die with the parent, even on kill -9
     _EPISODES = episodes
 
 
@@ -203,7 +205,9 @@ def _run_pool(todo: list[tuple], workers: int, bar) -> None:
     ctx = mp.get_context("spawn")
     episodes = ctx.Queue()
     expected, got = sum(j[3] for j in todo), 0
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(episodes,)) as pool:
+    with sigint_blocked(ctx):
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(episodes, os.getpid()))
+    with pool:
         result = pool.map_async(_work, todo)
         while got < expected:
             try:

@@ -12,7 +12,9 @@ while the policy runs once per chunk on the batch of all unfinished episodes.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tether.core.config import ConfigError
+from tether.core.signals import sigint_blocked, worker_init
 from tether.flow.data import ReplayBuffer
 from tether.flow.ogbench.data import quiet_mujoco
 
@@ -76,7 +80,11 @@ def load_buffer(task: Task, data_dir: str | Path, *, reward: Reward, extra_capac
     import ogbench
 
     path = task.dataset_file(data_dir)
-    _, train, val = ogbench.make_env_and_datasets(task.name, dataset_path=str(path))
+    try:
+        _, train, val = ogbench.make_env_and_datasets(task.name, dataset_path=str(path))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a damaged or truncated .npz
+        raise ConfigError(f"dataset {path} cannot be read ({type(e).__name__}: {e}); regenerate it with `tether flow "
+                          f"data --env {task.dataset} --out {data_dir}` (it resumes from intact shards)") from None
     d = train if split == "train" else val
     rewards = sparse_reward(d["rewards"]) if reward == "sparse" else d["rewards"]
     n, t = len(d["observations"]), torch.from_numpy
@@ -102,8 +110,9 @@ class OGBenchEnv:
         return torch.as_tensor(obs, dtype=torch.float32), r, bool(term), bool(trunc), info
 
 
-def _worker(conn, task: Task, n_envs: int, max_steps: int) -> None:
+def _worker(conn, task: Task, n_envs: int, max_steps: int, parent_pid: int) -> None:
     """Holds n_envs env copies; answers ("reset", seeds) and ("step", {slot: action}) until ("close", None)."""
+    worker_init(parent_pid)  # Ctrl-C is the parent's to handle; die with the parent, even on kill -9
     envs = [make_env(task, max_steps) for _ in range(n_envs)]
     while True:
         cmd, arg = conn.recv()
@@ -137,12 +146,13 @@ class ParallelEvaluator:
         # fork: the workers only run numpy/MuJoCo (never torch), and spawn would re-import OGBench (~5 s each)
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.conns, self.procs = [], []
-        for w in range(self.workers):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, task, per[w], max_steps), daemon=True)
-            p.start()
-            self.conns.append(parent)
-            self.procs.append(p)
+        with sigint_blocked(ctx):
+            for w in range(self.workers):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker, args=(child, task, per[w], max_steps, os.getpid()), daemon=True)
+                p.start()
+                self.conns.append(parent)
+                self.procs.append(p)
 
     @torch.no_grad()
     def __call__(self, act, horizon: int, act_dim: int, *, seed: int) -> dict[str, float]:

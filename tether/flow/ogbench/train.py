@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tether.core.checkpoint import load_checkpoint, save_checkpoint
+from tether.core.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from tether.core.config import check
 from tether.core.extras import require
 from tether.core.progress import print_summary, progress
@@ -107,7 +107,7 @@ def pretrained_bc(cfg: OGBenchConfig, buffer: ReplayBuffer, digest: str) -> dict
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (path / "state.pt").exists():
+        if not (path / STATE_FILE).exists():
             agent = BCAgent(cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed)
             gen = generator(cfg.run.seed, "bc")
             start, losses = time.perf_counter(), []
@@ -136,8 +136,9 @@ def run_train(cfg: OGBenchConfig) -> int:
     task = Task.parse(cfg.task)
     data_file = task.dataset_file(cfg.data_dir)  # clear error before any work
     start = time.perf_counter()
-    run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
+    # the dataset loads (and a corrupt file is refused) before the run directory is touched
     buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=cfg.schedule.online_steps)
+    run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
     agent = build_agent(cfg.method, cfg, cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed)
     if cfg.bc_steps and not cfg.run.resume:
         agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tether.core.checkpoint import load_checkpoint
+from tether.core.checkpoint import LEGACY_FILE, STATE_FILE, load_checkpoint
 from tether.core.config import check, from_dict
 from tether.lm.grpo.config import TaskSpec
 from tether.lm.grpo.evaluate import eval_problems
@@ -62,7 +62,7 @@ class MismatchConfig:
 def load_policy(checkpoint: str, tok: CharTokenizer):
     """A policy from a model directory, or from a GRPO run checkpoint (its run's config gives the model)."""
     path = Path(checkpoint)
-    if (path / "state.pt").exists():
+    if (path / STATE_FILE).exists() or (path / LEGACY_FILE).exists():  # an old-format one: a clear error
         run_cfg = json.loads((path.parent.parent / "config.json").read_text())
         policy = build_policy(from_dict(ModelSpec, run_cfg["model"]), tok, seed=0)
         policy.module.load_state_dict(load_checkpoint(path)["policy"])

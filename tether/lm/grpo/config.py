@@ -4,10 +4,11 @@ the presets. Every field's docstring is its `--help` text; `__post_init__` only 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tether.core.config import check
+from tether.core.config import check, check_rate
 from tether.core.masked import AGGREGATION_MODES
 from tether.core.rundir import RunConfig
 from tether.lm.grpo.advantages import ADVANTAGES
@@ -64,7 +65,7 @@ class RolloutSpec:
         check(self.group_size >= 2, "rollout.group_size", self.group_size, "an integer >= 2")
         check(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step, "an integer >= 1")
         check(self.max_new_tokens >= 1, "rollout.max_new_tokens", self.max_new_tokens, "an integer >= 1")
-        check(self.temperature > 0, "rollout.temperature", self.temperature, "a float > 0")
+        check_rate(self.temperature, "rollout.temperature", usual=(0.05, 5.0))
         check(0 < self.top_p <= 1, "rollout.top_p", self.top_p, "a float in (0, 1]")
         check(self.precision in PRECISIONS, "rollout.precision", self.precision, f"one of {PRECISIONS.names()}")
         check(not (self.compile and self.backend == "hf"), "rollout.compile", self.compile,
@@ -129,7 +130,7 @@ class OptimSpec:
     for long runs. Same math; sums round differently (gradients agree with eager to ~1e-5)."""
 
     def __post_init__(self) -> None:
-        check(self.lr > 0, "optim.lr", self.lr, "a float > 0")
+        check_rate(self.lr, "optim.lr", usual=(1e-8, 1e-1))
         check(self.ppo_epochs >= 1, "optim.ppo_epochs", self.ppo_epochs, "an integer >= 1")
         check(self.minibatches >= 1, "optim.minibatches", self.minibatches, "an integer >= 1")
         check(self.micro_batch >= 0, "optim.micro_batch", self.micro_batch, "an integer >= 0")
@@ -153,6 +154,8 @@ class EvalSpec:
     def __post_init__(self) -> None:
         check(all(s in SPLITS for s in self.splits), "eval.splits", self.splits, f"names from {SPLITS}")
         check(self.k >= 1 and self.n_prompts >= 1, "eval.k", self.k, "k >= 1 and n_prompts >= 1")
+        check(math.isfinite(self.temperature) and self.temperature >= 0, "eval.temperature", self.temperature,
+              "a finite float >= 0")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,14 +31,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tether.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tether.core.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from tether.core.config import ConfigError
 from tether.core.duals import DualState
 from tether.core.kl import kl_estimate
 from tether.core.masked import aggregate, aggregate_normalizer, masked_mean
 from tether.core.metrics import Metrics
 from tether.core.progress import progress
-from tether.core.rundir import RunDir
+from tether.core.rundir import RunDir, read_jsonl
 from tether.core.seeding import derive_seed, generator, seed_everything
+from tether.core.signals import StopRequested, graceful_stop
 from tether.core.stability import NonFiniteGuard, clip_grad_norm
 from tether.core.timing import Timer
 from tether.lm.grpo.advantages import ADVANTAGES, group_stats
@@ -142,7 +145,7 @@ class GRPOTrainer:
         self.verifier = verifier or default_verifier
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
-        self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard()
+        self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard(lr_flag="--optim.lr")
         k = cfg.correction
         # DCMDP's multiplier (arXiv:2606.08779): one projected dual step per rollout batch on mean |p_tr - p_inf|
         self.dcmdp = k.dual() if "dcmdp" in k.names else None
@@ -163,7 +166,7 @@ class GRPOTrainer:
         cfg = self.cfg
         if cfg.optim.compile:
             if not isinstance(policy, TinyPolicy):
-                raise ValueError(f"optim.compile=True compiles TinyLM blocks, but model.arch={cfg.model.arch!r} "
+                raise ConfigError(f"optim.compile=True compiles TinyLM blocks, but model.arch={cfg.model.arch!r} "
                                  "builds a Hugging Face policy; use optim.compile=False")
             policy.module.compile_blocks()
         self._policy = policy
@@ -198,7 +201,7 @@ class GRPOTrainer:
         need = longest + self.cfg.rollout.max_new_tokens
         if need > self.policy.max_seq_len:
             source = "the dataset's" if self.train_rows else f"task {self.cfg.task.name!r}"
-            raise ValueError(f"{source} prompts reach {longest} tokens; with "
+            raise ConfigError(f"{source} prompts reach {longest} tokens; with "
                              f"rollout.max_new_tokens={self.cfg.rollout.max_new_tokens} that needs a context of "
                              f"{need} > the model's {self.policy.max_seq_len}: raise model.max_seq_len")
 
@@ -367,6 +370,7 @@ class GRPOTrainer:
                 self.metrics.log("grad/norm", grad_norm)
                 if self.guard.ok(total, grad_norm, step=self.step_count):
                     self.opt.step()
+                    self.guard.check_params(self.params, step=self.step_count + 1, last_checkpoint=self._last_ckpt())
                     self.engine_stale = True
 
     def backward(self, mb: TrainBatch) -> Tensor:
@@ -460,16 +464,22 @@ class GRPOTrainer:
         self.detectors.load_state_dict(state["detectors"])
         self.engine_stale = True
 
+    def _last_ckpt(self):
+        return self.run.latest_checkpoint() if self.run is not None else None
+
     def save(self) -> None:
+        """A checkpoint of this step (the weights are checked first: a non-finite one is never written)."""
         if self.run is not None:
+            self.guard.check_params(self.params, step=self.step_count, last_checkpoint=self._last_ckpt())
             save_checkpoint(self.run.checkpoint_path(self.step_count), self.state_dict(), {"step": self.step_count})
 
     def resume(self) -> None:
         """Continue from the run directory's last checkpoint (rows logged after it are dropped)."""
-        ckpt = self.run.latest_checkpoint() if self.run is not None else None
-        if ckpt is None:
-            raise FileNotFoundError(f"run.resume: no checkpoint under {self.run.path if self.run else None}")
-        self.load_state_dict(load_checkpoint(ckpt))
+        found = load_latest(self.run.path / "checkpoints") if self.run is not None else None
+        if found is None:  # a damaged latest checkpoint falls back to the previous one (load_latest warns)
+            raise ConfigError(f"run.resume: no loadable checkpoint under {self.run.path if self.run else None}; run "
+                              "the same command without --run.resume to start it")
+        self.load_state_dict(found[1])
         self.run.truncate_after(self.step_count)
 
     def _log_eval(self) -> dict[str, float]:
@@ -481,20 +491,32 @@ class GRPOTrainer:
         return res
 
     def fit(self) -> dict[str, float]:
-        """Train for `steps`, evaluating before, every `eval.every` steps and at the end; returns the last eval."""
+        """Train for `steps`, evaluating before, every `eval.every` steps and at the end; returns the last eval.
+
+        A run that is already finished (resumed at its last step) does nothing, says so, and returns its final
+        evaluation."""
         c = self.cfg
+        if self.step_count >= c.steps > 0:
+            print(f"the run is already finished at step {self.step_count} of {c.steps}: nothing to do",
+                  file=sys.stderr, flush=True)
+            evals = read_jsonl(self.run.path / "eval.jsonl") if self.run is not None else []
+            return {k: v for k, v in (evals[-1] if evals else {}).items() if k != "step"}
         last_eval = self._log_eval() if self.step_count == 0 else {}
-        with progress(c.steps, "lm train", initial=self.step_count) as bar:  # a resumed run's ETA: new steps only
+        # a resumed run's ETA counts new steps only; SIGTERM/SIGINT: save after the current step, then stop
+        with progress(c.steps, "lm train", initial=self.step_count) as bar, graceful_stop() as stop:
             while self.step_count < c.steps:
                 m = self.step()
                 if self.run is not None and self.step_count % c.run.log_every == 0:
                     self.run.log_metrics(self.step_count, m)
                 if c.eval.every and self.step_count % c.eval.every == 0 and self.step_count < c.steps:
                     last_eval = self._log_eval()
-                if c.run.save_every and self.step_count % c.run.save_every == 0:
+                if (c.run.save_every and self.step_count % c.run.save_every == 0) or stop.requested:
                     self.save()
                 bar.update(1, reward=m.get("reward/mean", float("nan")), acc=m.get("reward/accuracy", float("nan")),
                            entropy=m.get("rollout/entropy", float("nan")))
+                if stop.requested and self.step_count < c.steps:
+                    saved = self.run.checkpoint_path(self.step_count) if self.run is not None else None
+                    raise StopRequested(stop.message(self.step_count, saved), stop.exit_code)
                 if self.detectors.stop_reason:  # a configured early stop: keep what was learned, say why
                     print(f"stopped early: {self.detectors.stop_reason}", flush=True)
                     break
