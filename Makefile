@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test test-all setup lint bench clean
+.PHONY: demo test test-all setup lint bench clean chaos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,3 +38,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+chaos: $(STAMP)
+	$(BIN)/python -m tether.testing.chaos --trials 20 --out runs/chaos-$$(date +%s)

@@ -164,3 +164,33 @@ def test_stochastic_counterexample_retraining_beats_rejection():
     assert last["root_policy"][0] < 0.2 < 0.28 < last["rejection_root_policy"][0]
     assert last["success"] > last["rejection_success"]
     assert abs(last["tempered_root_policy"][0] - 1 / 3) < 0.01
+
+
+def test_finished_seeds_are_checkpointed_and_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import tether.coherence.neural.train as nt
+    from tether.core.config import ConfigError
+
+    cfg = NeuralConfig(env="mountain-race", rounds=2, seeds=2, rollouts=200, steps_offline=30, steps_round=10,
+                       rejection=False, out=str(tmp_path / "out"))
+    straight, _ = run(replace(cfg, out=""))
+    real, calls = nt.run_seed, []
+
+    def killed_after_one_seed(*args, **kw):
+        if calls:
+            raise KeyboardInterrupt  # the process dies in the second seed
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(nt, "run_seed", killed_after_one_seed)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(nt, "run_seed", real)
+    assert [p.name for p in (tmp_path / "out" / "seeds").iterdir()] == ["seed_0.json"]
+    resumed, _ = run(replace(cfg, resume=True))
+    assert json.dumps(resumed) == json.dumps(straight)
+    with pytest.raises(ConfigError, match="differs from .*rollouts"):
+        run(replace(cfg, resume=True, rollouts=300))
+    with pytest.raises(ValueError, match="'resume'"):
+        NeuralConfig(resume=True)

@@ -25,8 +25,10 @@ exact engine: success, return, incoherence at delta = 1 and 1/k, the one-step fi
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -39,6 +41,9 @@ from tether.coherence.neural.model import NULL, SequenceModel, all_paths, encode
 from tether.coherence.operators import fold, retrain, retrain_sequence, scaled_log_q, tempered
 from tether.coherence.trajectories import Trajectories, rejection_sample, sample_trajectories
 from tether.coherence.values import expected_return, occupancy, success_probability
+from tether.core.config import ConfigError, to_dict
+from tether.core.rundir import write_json_atomic
+from tether.core.signals import StopRequested, graceful_stop
 
 __all__ = ["NeuralConfig", "make_env", "behaviour_prior", "occupancy_tv", "count_policy", "run_seed",
            "run", "aggregate"]
@@ -97,7 +102,10 @@ class NeuralConfig:
     json: bool = False
     """Print one JSON object per round (mean over seeds) instead of a table."""
     out: str = ""
-    """Optional directory for rows.jsonl (per seed and round) and a summary plot."""
+    """Optional directory for rows.jsonl (per seed and round) and a summary plot; each finished seed is also
+    checkpointed there (seeds/seed_<n>.json), so `--resume` continues a killed run."""
+    resume: bool = False
+    """Reuse the seeds already finished in --out (the config must equal its config.json); needs --out."""
 
     def __post_init__(self) -> None:
         checks = [("depth", self.depth >= 1, ">= 1"), ("rounds", self.rounds >= 1, ">= 1"),
@@ -106,7 +114,7 @@ class NeuralConfig:
                   ("slip", 0 <= self.slip <= 1, "in [0, 1]"),
                   ("skew", 0 < self.skew < 1, "in (0, 1)"), ("floor", 0 <= self.floor < 0.5, "in [0, 0.5)"),
                   ("fold_rounds", 0 <= self.fold_rounds <= self.rounds, "in [0, rounds]"),
-                  ("lr", self.lr > 0, "> 0")]
+                  ("lr", self.lr > 0, "> 0"), ("resume", self.out or not self.resume, "False without --out")]
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"config field {name!r}: got {getattr(self, name)!r}, expected {allowed}")
@@ -282,12 +290,54 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _seed_dir(cfg: NeuralConfig) -> Path | None:
+    """Where finished seeds are checkpointed (None without --out); checks a resumed config first."""
+    if not cfg.out:
+        return None
+    out = Path(cfg.out)
+    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "json")}
+    if cfg.resume and (out / "config.json").exists():
+        try:
+            stored = json.loads((out / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"resume: {out / 'config.json'} is not valid JSON ({e}); choose a new --out") from None
+        diff = sorted(k for k in mine.keys() | stored.keys() if mine.get(k) != stored.get(k))
+        if diff:
+            raise ConfigError(f"resume: the config differs from {out / 'config.json'} in {diff}; resume with the "
+                              "run's settings or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", mine)
+    return out / "seeds"
+
+
 def run(cfg: NeuralConfig, on_round: Callable[[dict], None] | None = None) -> tuple[list[dict], list[dict]]:
-    """All seeds; returns (per-seed rows, per-round means). `on_round(row)` is called after each (seed, round)."""
+    """All seeds; returns (per-seed rows, per-round means). `on_round(row)` is called after each (seed, round).
+
+    With --out every finished seed is written to seeds/seed_<n>.json; with --resume those seeds are read back
+    instead of run again (a seed is a deterministic function of its number, so the result is the same). A
+    SIGTERM/SIGINT stops after the current seed, with one line saying how to resume."""
     mdp = make_env(cfg)
     if cfg.fold_rounds and not mdp.is_deterministic():
         raise ValueError(f"fold_rounds: got {cfg.fold_rounds} on the stochastic env {cfg.env!r}; the "
                          "sampling form of cumulative folding needs deterministic dynamics (use 0)")
     prior = behaviour_prior(mdp, cfg.prior, cfg.skew)
-    rows = [r for i in range(cfg.seeds) for r in run_seed(mdp, prior, cfg, cfg.seed + i, on_round)]
+    seeds = _seed_dir(cfg)
+    rows: list[dict] = []
+    with graceful_stop() as stop:
+        for i in range(cfg.seeds):
+            seed = cfg.seed + i
+            done = seeds / f"seed_{seed}.json" if seeds is not None else None
+            if cfg.resume and done is not None and done.exists():
+                seed_rows = json.loads(done.read_text())
+                for row in seed_rows if on_round is not None else ():
+                    on_round(row)
+            else:
+                seed_rows = run_seed(mdp, prior, cfg, seed, on_round)
+                if done is not None:
+                    done.parent.mkdir(exist_ok=True)
+                    write_json_atomic(done, seed_rows)
+            rows += seed_rows
+            if stop.requested and i + 1 < cfg.seeds:
+                where = f"seeds up to {seed} are in {seeds}; rerun with --resume" if seeds else "no --out"
+                raise StopRequested(f"stopped by {stop.signal_name} after seed {seed}; {where}", stop.exit_code)
     return rows, aggregate(rows)
