@@ -7,6 +7,7 @@ family, so `tether --help` answers at once. Set TETHER_DEBUG=1 to see tracebacks
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -88,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except OSError as e:  # a full disk or a read-only file system mid-run: one line, the checkpoints are intact
+        if e.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT) or os.environ.get("TETHER_DEBUG"):
+            raise
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e.strerror}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as e:  # an optional dependency no config check caught: still one line
         root = (e.name or "").split(".")[0]
         if root not in EXTRAS or os.environ.get("TETHER_DEBUG"):

@@ -86,3 +86,14 @@ def test_config_diff_shows_what_differs_and_matters(tmp_path):
     assert "| correction.name | none | dcmdp | dcmdp |" in diff and "| run.seed | 0 | 1 | 2 |" in diff
     for noise in ("run.dir", "run.tensorboard", "run.log_every", "lambda_max", "(seed/name)"):
         assert noise not in diff
+
+
+def test_a_run_with_a_broken_config_json_is_reported_without_it(tmp_path, capsys):
+    from tether.core.report import write_report
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{not json")
+    (run / "metrics.jsonl").write_text('{"step": 1, "reward/mean": 0.5}\n')
+    assert write_report([run], tmp_path / "out").exists()
+    assert "is not valid JSON" in capsys.readouterr().err

@@ -88,7 +88,38 @@ def wandb_records(path):
     return out
 
 
+def test_rundir_calls_wandb_with_the_config_every_row_and_finish(tmp_path, monkeypatch):
+    """The calls tether makes (a stand-in module: the real offline run is the slow test below)."""
+    import sys
+    import types
+
+    from tether.core.rundir import RunConfig
+
+    calls = []
+
+    class FakeRun:
+        def log(self, row, step):
+            calls.append(("log", step, row))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls.append(("init", kw)) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run = RunDir.from_config(RunConfig(wandb=True), ToyConfig(steps=3), default_dir=str(tmp_path / "r"))
+    run.log_metrics(1, {"loss/x": 1.0})
+    run.log_eval(1, {"eval/acc": 0.5})
+    run.close()
+    init = calls[0][1]
+    assert init["mode"] == "offline" and init["config"] == json.loads((tmp_path / "r" / "config.json").read_text())
+    assert [c[0] for c in calls] == ["init", "log", "log", "finish"] and calls[1][1:] == (1, {"loss/x": 1.0})
+
+
+@pytest.mark.slow
 def test_wandb_logs_the_config_and_every_row_offline(tmp_path, monkeypatch):
+    """A real offline W&B run (slow lane: wandb starts a service process, which is slow on a loaded machine)."""
     pytest.importorskip("wandb")
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):  # nothing outside tmp_path
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))

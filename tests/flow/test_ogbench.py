@@ -206,3 +206,12 @@ def test_flow_train_rejects_bad_input_before_work(tmp_path, capsys):
     assert main(["flow", "data", "--env", "antmaze-large-navigate"]) == 2
     assert "experts" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_corrupted_dataset_file_is_one_clear_error(tmp_path):
+    from tether.core.config import ConfigError
+
+    (tmp_path / "scene-play-v0.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "scene-play-v0-val.npz").write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="cannot be read .*regenerate it with `tether flow data --env scene-play"):
+        load_buffer(Task.parse("scene-play-singletask-task2-v0"), tmp_path, reward="sparse")
