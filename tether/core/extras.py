@@ -15,7 +15,7 @@ from tether.core.config import ConfigError
 __all__ = ["EXTRAS", "MissingExtra", "available", "require"]
 
 EXTRAS = {"transformers": "lm", "tokenizers": "lm", "peft": "lm", "trl": "lm", "ogbench": "flow", "mujoco": "flow",
-          "gymnasium": "flow", "ray": "scale", "tensorboard": "tensorboard", "wandb": "wandb"}
+          "gymnasium": "flow", "ray": "scale", "tensorboard": "tensorboard", "wandb": "wandb", "gguf": "real"}
 """Top-level module -> the extra of `pip install 'tether-rl[EXTRA]'` that installs it."""
 
 

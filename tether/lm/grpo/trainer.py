@@ -61,7 +61,7 @@ from tether.lm.grpo.inputs import (
 from tether.lm.grpo.losses import LOSSES
 from tether.lm.grpo.rewards import RewardInput, compute_rewards, reward_needs
 from tether.lm.grpo.tasks import Problem, make_task, parse_answer
-from tether.lm.model.build import build_policy
+from tether.lm.model.build import build_policy, model_tokenizer
 from tether.lm.model.moe import route_flips
 from tether.lm.model.policy import TinyPolicy
 from tether.lm.model.tokenizer import pad_left
@@ -135,7 +135,8 @@ class GRPOTrainer:
         self.cfg, self.run = cfg, run
         seed = cfg.run.seed
         seed_everything(seed)
-        self.tok = as_tokenizer(tokenizer)
+        # no tokenizer given: the one saved with a pretrained model, else tether's char tokenizer
+        self.tok = as_tokenizer(tokenizer if tokenizer is not None or model is not None else model_tokenizer(cfg.model))
         self.task = make_task(cfg.task.name, cfg.task.difficulty)
         self.train_rows = dataset_problems(train_dataset, "train_dataset")
         self.eval_rows = dataset_problems(eval_dataset, "eval_dataset")

