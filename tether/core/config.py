@@ -184,6 +184,17 @@ def _unknown(key: str, valid: Sequence[str]) -> ConfigError:
     return ConfigError(f"unknown config field {key!r}{hint} Valid fields: {', '.join(valid)}")
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict (a config's `to_dict`) as {"a.b.c": leaf}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Exact, JSON-able dump of a config (tuples become lists)."""
     def conv(x: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tether.core.config import flatten
 from tether.core.rundir import read_jsonl
 
 __all__ = ["plot_curves", "group_runs", "run_labels", "flatten", "config_label", "label_fields", "differing_fields",
@@ -26,16 +27,6 @@ BOOKKEEPING = frozenset({"out", "out_dir", "tensorboard", "wandb", "log_every", 
                          "dry_run"})
 # The same, but only in the run section or at the top level: `correction.name` and `model.path` are real choices.
 RUN_BOOKKEEPING = frozenset({"dir", "name", "root", "resume"})
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def _is_seed(key: str) -> bool:

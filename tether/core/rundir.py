@@ -38,7 +38,7 @@ import torch
 
 from tether import __version__
 from tether.core.checkpoint import clean_stale, latest_checkpoint
-from tether.core.config import ConfigError, from_dict, to_dict
+from tether.core.config import ConfigError, flatten, from_dict, to_dict
 from tether.core.extras import require
 
 __all__ = ["RunConfig", "RunDir", "RESUME_FREE", "git_info", "read_jsonl", "write_json_atomic"]
@@ -279,15 +279,6 @@ def _check_writable(path: Path) -> None:
         raise ConfigError(f"run directory {path}: {existing} {what}; choose another --run.dir")
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix[:-1]: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
-
-
 def check_resume_config(path: Path, config: Any) -> None:
     """Refuse to resume `path` with a config that differs from its config.json (RESUME_FREE fields aside), or
     when config.json is unreadable or not a valid config of this command."""
@@ -300,7 +291,7 @@ def check_resume_config(path: Path, config: Any) -> None:
     except ConfigError as e:
         raise ConfigError(f"run.resume: {file} is not a valid config of this command ({e}); is {path} a run of "
                           "another command? Choose its own command or a new --run.dir") from None
-    old, new = _flat(stored), _flat(to_dict(config))
+    old, new = flatten(stored), flatten(to_dict(config))
     free = set(RESUME_FREE)
     diff = sorted(k for k in old.keys() | new.keys() if k not in free and old.get(k) != new.get(k))
     if diff:

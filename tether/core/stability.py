@@ -10,7 +10,7 @@ the run at once, before any checkpoint of those weights is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -57,11 +57,15 @@ class NonFiniteGuard:
                 f"Lower {self.lr_flag} or check the inputs, then resume with --run.resume.")
         return False
 
-    def check_params(self, params: Iterable[Tensor], *, step: int, last_checkpoint: Path | None = None) -> None:
-        """Raise NonFiniteError if any parameter is NaN/inf (one sync per call: call it once per optimizer step)."""
+    def check_params(self, params: Iterable[Tensor], *, step: int,
+                     last_checkpoint: Path | Callable[[], Path | None] | None = None) -> None:
+        """Raise NonFiniteError if any parameter is NaN/inf (one sync per call: call it once per optimizer step).
+        `last_checkpoint` may be a callable, looked up only for the error message."""
         params = list(params)
         if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
             return
+        if callable(last_checkpoint):
+            last_checkpoint = last_checkpoint()
         where = f"the last checkpoint ({last_checkpoint}) is intact" if last_checkpoint else "no checkpoint was saved"
         raise NonFiniteError(f"the weights became non-finite at the optimizer step of step {step}: the learning "
                              f"rate is too large for this model; lower {self.lr_flag} ({where})")

@@ -369,7 +369,7 @@ class GRPOTrainer:
                 self.metrics.log("grad/norm", grad_norm)
                 if self.guard.ok(total, grad_norm, step=self.step_count):
                     self.opt.step()
-                    self.guard.check_params(self.params, step=self.step_count + 1, last_checkpoint=self._last_ckpt())
+                    self.guard.check_params(self.params, step=self.step_count + 1, last_checkpoint=self._last_ckpt)
                     self.engine_stale = True
 
     def backward(self, mb: TrainBatch) -> Tensor:
@@ -469,7 +469,7 @@ class GRPOTrainer:
     def save(self) -> None:
         """A checkpoint of this step (the weights are checked first: a non-finite one is never written)."""
         if self.run is not None:
-            self.guard.check_params(self.params, step=self.step_count, last_checkpoint=self._last_ckpt())
+            self.guard.check_params(self.params, step=self.step_count, last_checkpoint=self._last_ckpt)
             save_checkpoint(self.run.checkpoint_path(self.step_count), self.state_dict(), {"step": self.step_count})
 
     def resume(self) -> None:
