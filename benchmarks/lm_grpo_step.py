@@ -1,6 +1,6 @@
 """Wall time of one GRPO step in tether vs TRL's GRPOTrainer, same model, prompts, G and max tokens, on CPU.
 
-Setup (as in shared/notes/anchor_lm_speed.md §3): a random-init Qwen2 (tied embeddings, SDPA), the
+Setup: a random-init Qwen2 (tied embeddings, SDPA), the
 32-symbol char tokenizer, running-sum prompts, 16 prompts x G=8 = 128 completions of up to 32 tokens (EOS
 on), temperature 1, reward 1 if the completion contains '#', beta 0, one optimizer step per generation,
 lr 1e-3, grad clip 1. A step = generation + reward + advantages + loss forward + backward + clip + AdamW.

@@ -2,7 +2,7 @@
 
 Peak: median FLOP/s of a 2048^3 `a @ b` in the same process and dtype (1 thread). Model FLOPs per token
 (PaLM, arXiv:2204.02311 App. B): 6 N + 12 L d T, N = matmul parameters (embeddings counted once, tied).
-Workload as in shared/notes/anchor_lm_speed.md §4: d=128, 4 layers, 4 heads, ff=512 (the 1M-parameter
+Workload: d=128, 4 layers, 4 heads, ff=512 (the 1M-parameter
 model (b)), batch 128 x 48 tokens, next-token cross-entropy, no optimizer step. Wall and CPU time are
 both reported; MFU uses CPU time (robust to other jobs on the shared machine).
 Also times the same architecture as a transformers Llama (no qkv bias, as TinyLM) under the same load.

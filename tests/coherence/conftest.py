@@ -1,4 +1,4 @@
-"""Fixed-seed random MDP cases shared by the coherence tests (brief §8.2 generators)."""
+"""Fixed-seed random MDP cases shared by the coherence tests (random chain/tree MDP generators)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Golden vectors of the brief's §6 tables (T19) and the stochastic gap (T15), one test per example."""
+"""Golden vectors of the paper's worked examples (arXiv:2510.06545) and the stochastic gap, one test per example."""
 
 import numpy as np
 import pytest

@@ -102,7 +102,7 @@ def test_fixed_seed_run_tracks_exact_retraining():
     assert success[-1] > success[0] + 0.03  # exact: 0.850 -> 0.903
     assert all(b > a - 0.02 for a, b in zip(success, success[1:], strict=False))
     assert abs(success[-1] - rows[-1]["exact_success"]) < 0.03
-    assert rows[0]["exact_root_policy"][0] == pytest.approx(0.4)  # G(p)(mountain) = 2/5 (brief §6.1)
+    assert rows[0]["exact_root_policy"][0] == pytest.approx(0.4)  # G(p)(mountain) = 2/5, the worked example's value
     assert agg[0]["success"] == pytest.approx(rows[0]["success"])
 
 
@@ -155,7 +155,7 @@ def test_config_errors_name_the_field():
 def test_stochastic_counterexample_retraining_beats_rejection():
     """Re-training heads for the success-optimal a_2 (G^k(a_1) -> 0); rejection/temperature for a_1 -> 1/3.
 
-    Exact at k = 10: G^10 p(a_1) = 0.139, pi_{alpha=10}(a_1) = 0.334 (brief §6.3).
+    Exact at k = 10: G^10 p(a_1) = 0.139, pi_{alpha=10}(a_1) = 0.334 (the exact tabular engine).
     """
     cfg = NeuralConfig(env="stochastic-counterexample", rounds=10, seeds=1, rollouts=3000, steps_round=100,
                        accepted=1000)
