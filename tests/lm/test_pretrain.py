@@ -1,9 +1,10 @@
 import json
 import random
 
+import pytest
 import torch
 
-from tether.core.config import override
+from tether.core.config import ConfigError, override
 from tether.lm.grpo.tasks import make_task, parse_answer
 from tether.lm.model.build import ModelSpec, build_policy
 from tether.lm.model.tokenizer import CharTokenizer
@@ -17,6 +18,15 @@ def test_corpus_batch_layout():
     for row, m in zip(ids[:, start:], tmask, strict=True):
         body = row[m].tolist()
         assert body[-1] == tok.eos_id and parse_answer(tok.decode(body)) is not None
+
+
+def test_check_rate_lengthens_correct_traces_and_is_validated():
+    tok, task = CharTokenizer(), make_task("running_sum", 2)
+    plain = corpus_batch(task, tok, random.Random(0), 64, error_rate=0.0, alignment="aligned")[3].sum()
+    checked = corpus_batch(task, tok, random.Random(0), 64, error_rate=0.0, alignment="aligned", check_rate=0.4)
+    assert checked[3].sum() > plain * 1.2
+    with pytest.raises(ConfigError, match="check_rate"):
+        PretrainConfig(check_rate=1.5)
 
 
 def test_lr_schedule():

@@ -42,6 +42,8 @@ class PretrainConfig:
     """Fraction of corpus traces with an arithmetic slip (wrong answer)."""
     alignment: Literal["aligned", "neutral", "anti"] = "neutral"
     """How erroneous traces look: aligned (longer, noisier), neutral (unchanged), anti (terse, confident)."""
+    check_rate: float = 0.0
+    """Probability that each step of a correct trace is followed by a redundant check step (0 = none)."""
     batch_size: int = 64
     """Traces per step."""
     lr: float = 3e-3
@@ -60,13 +62,16 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check(self.task.replace("-", "_") in TASKS, "task", self.task, f"one of {TASKS.names()}")
         check(0.0 <= self.error_rate <= 1.0, "error_rate", self.error_rate, "a float in [0, 1]")
+        check(0.0 <= self.check_rate <= 1.0, "check_rate", self.check_rate, "a float in [0, 1]")
         check(self.steps >= 1 and self.batch_size >= 1, "steps", self.steps, "steps >= 1 and batch_size >= 1")
 
 
-def corpus_batch(task, tok: CharTokenizer, rng: random.Random, n: int, *, error_rate: float, alignment: str):
+def corpus_batch(task, tok: CharTokenizer, rng: random.Random, n: int, *, error_rate: float, alignment: str,
+                 check_rate: float = 0.0):
     """(ids (n, P+T), mask, start=P, target mask (n, T)) of n traces: prompt left-padded, completion+EOS
     right-padded."""
-    traces = [task.corpus_trace(rng, error_rate=error_rate, alignment=alignment) for _ in range(n)]
+    traces = [task.corpus_trace(rng, error_rate=error_rate, alignment=alignment, check_rate=check_rate)
+              for _ in range(n)]
     p_ids, p_mask = pad_left([tok.encode(p) for p, _, _ in traces], tok.pad_id)
     comps = [tok.encode(c, bos=False) + [tok.eos_id] for _, c, _ in traces]
     T = max(len(c) for c in comps)
@@ -99,7 +104,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     with progress(cfg.steps, f"pretrain {cfg.task}") as bar:
         for step in range(cfg.steps):
             ids, mask, start, tmask = corpus_batch(task, tok, rng, cfg.batch_size, error_rate=cfg.error_rate,
-                                                   alignment=cfg.alignment)
+                                                   alignment=cfg.alignment, check_rate=cfg.check_rate)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg.steps, cfg.lr)
             loss = -masked_mean(policy.token_stats(ids, mask, start=start)["logp"], tmask)

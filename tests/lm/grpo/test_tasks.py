@@ -69,3 +69,24 @@ def test_unknown_task_and_bad_difficulty():
     with pytest.raises(ValueError, match="difficulty"):
         make_task("running_sum", 0)
     assert make_task("running-sum", 1).name == "running_sum"
+
+
+
+def test_check_steps_are_redundant_and_leave_plain_corpora_unchanged():
+    task = make_task("running_sum", 2)
+    assert task.check_step("8+2=10") == "10-2=8"
+    rng_a, rng_b = random.Random(7), random.Random(7)
+    a = [task.corpus_trace(rng_a, error_rate=0.1, alignment="aligned") for _ in range(200)]
+    b = [task.corpus_trace(rng_b, error_rate=0.1, alignment="aligned", check_rate=0.0) for _ in range(200)]
+    assert a == b   # check_rate 0 draws nothing extra: the shipped corpora are bit-identical
+    rng = random.Random(11)
+    rows = [task.corpus_trace(rng, error_rate=0.0, alignment="aligned", check_rate=0.4) for _ in range(400)]
+    checked = [c for _, c, _ in rows if "-" in c]
+    assert 0.5 < len(checked) / len(rows) < 0.9        # 2-3 steps, each checked with probability 0.4
+    for prompt, completion, ok in rows:                 # checks change no answer
+        assert ok and parse_answer(completion) == task.solve(task._params_of(prompt))[1]
+        for step in completion.split("#")[0].split(";"):
+            if "-" in step:                              # a check undoes the step before it
+                lhs, addend = step.split("=")
+                total, other = lhs.split("-")
+                assert int(total) - int(other) == int(addend)

@@ -3,13 +3,16 @@ import pytest
 
 from tether.lm.intrinsic.lens import (
     Envelope,
+    bootstrap_auroc,
     cluster_curves,
     dtw,
     envelope_metrics,
+    enveloped_loo,
     hull_volume,
     open_end_dtw,
     participation_ratio,
     phase_trajectory,
+    pooled_scale,
 )
 
 
@@ -90,3 +93,44 @@ def test_participation_ratio():
     assert participation_ratio(rng.normal(size=(2000, 5))) == pytest.approx(5, rel=0.1)
     line = np.outer(rng.normal(size=500), np.ones(5))
     assert participation_ratio(line) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_pooled_scale_is_one_map_for_all_runs_and_survives_a_constant_axis():
+    first = np.array([[0.2, 3.0, 0.0], [0.4, 3.2, 0.0], [0.3, 3.1, 0.0]])
+    mean, sd = pooled_scale(first)
+    assert np.allclose(mean, [0.3, 3.1, 0.0]) and np.allclose(sd[:2], first[:, :2].std(0)) and sd[2] == 1.0
+
+
+def _traj(rng, drift, steps=30):
+    t = np.arange(1, steps + 1)[:, None]
+    return rng.normal(0, 0.1, (steps, 3)) + drift * np.maximum(t - 5, 0), np.arange(1, steps + 1)
+
+
+def test_enveloped_loo_scores_a_run_against_the_other_successful_runs_only():
+    rng = np.random.default_rng(0)
+    good = [_traj(rng, np.array([0.05, 0.0, 0.0])) for _ in range(4)]     # the successful runs move together
+    bad = [_traj(rng, np.array([0.0, 0.3, 0.3])) for _ in range(3)]       # failing runs leave that region
+    runs = good + bad
+    success = np.array([True] * 4 + [False] * 3)
+    flags = enveloped_loo([z for z, _ in runs], [s for _, s in runs], success, at=(10, 30), window=10)
+    assert flags.shape == (7, 2)
+    assert (flags[:4, 1] == 1).all() and (flags[4:, 1] == 0).all()
+    # left out: a successful run alone never vouches for itself
+    lone = enveloped_loo([good[0][0], bad[0][0], bad[1][0]], [good[0][1]] * 3, np.array([True, False, False]),
+                         at=(30,))
+    assert np.isnan(lone[0, 0]) and (lone[1:, 0] == 0).all()
+    # a flag is causal: before the drift starts every run is inside the successful runs' hull
+    early = enveloped_loo([z for z, _ in runs], [s for _, s in runs], success, at=(5,), window=5)
+    assert (early[4:, 0] == 1).all()
+
+
+def test_bootstrap_auroc_interval_contains_the_point_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    y = rng.random(200) < 0.5
+    s = y + rng.normal(0, 1.0, 200)
+    a, lo, hi, n = bootstrap_auroc(s, y, n_boot=500)
+    a2, lo2, hi2, _ = bootstrap_auroc(s[:40], y[:40], n_boot=500)
+    assert n == 200 and lo < a < hi and 0.6 < a < 0.9 and hi - lo < hi2 - lo2
+    perfect = bootstrap_auroc(np.array([0, 0, 1, 1.0, np.nan]), np.array([0, 0, 1, 1, 1], bool), n_boot=200)
+    assert perfect[:3] == (1.0, 1.0, 1.0) and perfect[3] == 4   # the NaN score is dropped
+    assert np.isnan(bootstrap_auroc(np.ones(3), np.ones(3, bool))[0])

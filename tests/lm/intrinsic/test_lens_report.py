@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from tether.core.config import ConfigError, parse_args
-from tether.lm.intrinsic.lens_report import LensConfig, analyse, early_warning, run_lens, trailing_mean
+from tether.lm.intrinsic.lens_report import (
+    SUCCESS_GAIN,
+    LensConfig,
+    analyse,
+    early_warning,
+    envelope_test,
+    run_lens,
+    run_outcome,
+    trailing_mean,
+)
 from tether.testing.docs import undocumented
 
 
@@ -98,3 +107,86 @@ def test_run_labels_are_unique_and_name_what_differs(tmp_path):
     assert len(set(names)) == 5
     assert names[0].startswith("lr=1e-05/") and names[1] == "lr=3e-05" and names[2].startswith("lr=1e-05/")
     assert names[3:] == ["p/run", "q/run"]   # no config: the directory name, disambiguated by its parent
+
+
+def grid_run(path, seed, *, gain: float, drift: float, steps: int = 40, lr: float = 1e-5):
+    """A run logging the fixed envelope axes: successful runs (gain > 0) lower their entropy a little; failing
+    runs (drift > 0) grow longer and less parsable while their accuracy falls."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model": {"path": "base:x"}, "optim": {"lr": lr},
+                                                  "run": {"seed": seed}}))
+    rows = []
+    for t in range(1, steps + 1):
+        k = max(0, t - 5)
+        rows.append({"step": t, "rollout/entropy": 0.3 - 0.003 * k * (gain > 0) + 0.01 * rng.standard_normal(),
+                     "rollout/len_mean": 20 * np.exp(0.02 * rng.standard_normal() + drift * k),
+                     "reward/unparsable_frac": abs(0.02 + 0.01 * rng.standard_normal()) + drift * k,
+                     "rollout/truncated_frac": min(1.0, drift * k * 3)})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = [{"step": s, "eval/heldout/sample_acc": 0.5 + (gain - drift * 8) * s / steps,
+              "eval/heldout/greedy_acc": 0.9, "eval/heldout/len_mean": 20.0 * (1 + drift * s)}
+             for s in range(0, steps + 1, 10)]
+    (path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    return path
+
+
+def test_run_outcome_labels_fixed_in_advance(tmp_path):
+    ok = run_outcome(grid_run(tmp_path / "ok", 0, gain=0.05, drift=0.0))
+    assert ok["success"] and not ok["collapsed"] and ok["steps"] == 40 and ok["acc_step0"] == 0.5
+    assert ok["acc_final"] == pytest.approx(0.55) and ok["len_step0"] == ok["len_final"] == 20.0
+    flat = run_outcome(grid_run(tmp_path / "flat", 0, gain=SUCCESS_GAIN / 2, drift=0.0))
+    assert not flat["success"] and not flat["collapsed"]      # a gain inside the noise band is no success
+    bad = run_outcome(grid_run(tmp_path / "bad", 0, gain=0.0, drift=0.05))
+    assert not bad["success"] and bad["collapsed"] and bad["trunc_final"] == 1.0
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    (tmp_path / "empty" / "eval.jsonl").write_text("")
+    with pytest.raises(ValueError, match="need eval.jsonl with >= 2 evaluations"):
+        run_outcome(tmp_path / "empty")
+
+
+def test_envelope_test_separates_and_the_loo_command_prints_it(tmp_path, capsys):
+    ok = [grid_run(tmp_path / f"ok{s}", s, gain=0.05, drift=0.0) for s in range(5)]
+    bad = [grid_run(tmp_path / f"bad{s}", 10 + s, gain=0.0, drift=0.03, lr=3e-5) for s in range(5)]
+    flags, summary = envelope_test(ok + bad, (10, 30), n_boot=200)
+    assert summary["runs"] == 10 and summary["succeeded"] == 5 and len(summary["scale_sd"]) == 3
+    assert (flags[:5, 1] == 1).all() and (flags[5:, 1] == 0).all()
+    assert summary["auroc_enveloped@30"] == [1.0, 1.0, 1.0] and summary["scored@30"] == 10
+    # labels that say nothing: the same trajectories, success assigned at random, give no separation
+    flags_r, summary_r = envelope_test(ok + bad, (30,), n_boot=200, success=[True, False] * 5)
+    lo, hi = summary_r["auroc_enveloped@30"][1:]
+    assert lo <= 0.5 <= hi
+    cfg = parse_args(LensConfig, [*map(str, ok + bad), "--loo", "--json", "--predict-at", "10,30"],
+                     positional="run_dirs")
+    assert run_lens(cfg) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 11 and lines[-1]["auroc_enveloped@30"][0] == 1.0
+    assert len({line["run"] for line in lines[:-1]}) == 10      # every run its own label
+    assert [line["enveloped_step30"] for line in lines[:10]] == [True] * 5 + [False] * 5
+    with pytest.raises(ConfigError, match="at least 3"):
+        envelope_test(ok[:2])
+
+
+def test_grid_configs_never_share_a_label(tmp_path):
+    """Runs of the intrinsic grid differ in base, temperature, reward, KL, advantage, lr and seed: every run gets
+    its own label, and runs that differ only by seed share the group (one colour)."""
+    dirs, i = [], 0
+    for temp in (1.5, 2.0):
+        for kl in (0.0, 0.005):
+            for lr in (1e-6, 3e-6):
+                for seed in (0, 1):
+                    d = fake_run(tmp_path / f"r{i}", "ent", seed, escape=False)
+                    (d / "config.json").write_text(json.dumps({
+                        "model": {"path": "base:strong"}, "rollout": {"temperature": temp},
+                        "eval": {"temperature": temp}, "algo": {"reward": "ent", "kl_coef": kl},
+                        "optim": {"lr": lr}, "run": {"seed": seed, "dir": str(d)}}))
+                    dirs.append(d)
+                    i += 1
+    res = analyse(LensConfig(run_dirs=tuple(map(str, dirs))))
+    assert len({r.name for r in res}) == len(dirs)
+    assert len({r.group for r in res}) == len(dirs) // 2
+    for a in res:
+        for b in res:
+            if a.group == b.group:
+                assert a.name.split("/")[0] == b.name.split("/")[0]

@@ -91,12 +91,21 @@ class Task:
                 return Problem(text, answer, tuple(steps))
         raise RuntimeError(f"task {self.name!r} could not draw a {split} problem in 10000 tries")
 
-    def corpus_trace(self, rng: random.Random, *, error_rate: float, alignment: Alignment) -> tuple[str, str, bool]:
-        """One pretraining example `(prompt, completion, correct)` from the train split."""
+    def corpus_trace(self, rng: random.Random, *, error_rate: float, alignment: Alignment,
+                     check_rate: float = 0.0) -> tuple[str, str, bool]:
+        """One pretraining example `(prompt, completion, correct)` from the train split.
+
+        `check_rate` > 0: each step of a correct trace is followed, with that probability, by a redundant check
+        step (`check_step`), so correct traces vary in length and a length penalty has something legitimate to
+        cut. 0 draws nothing extra from `rng` (corpora without checks are unchanged)."""
         problem = self.sample(rng, "train")
         params = self._params_of(problem.prompt)  # parsing back keeps `sample` the single source of splits
         if rng.random() >= error_rate:
-            return problem.prompt, problem.completion, True
+            if check_rate <= 0:
+                return problem.prompt, problem.completion, True
+            steps = [s for step in problem.steps
+                     for s in ((step, self.check_step(step)) if rng.random() < check_rate else (step,))]
+            return problem.prompt, render(steps, problem.answer), True
         n_steps = len(problem.steps)
         steps, answer = self.solve(params, slip_at=rng.randrange(n_steps))
         if answer == problem.answer:  # a slip cancelled out (e.g. by a modulus); force a wrong answer
@@ -105,6 +114,10 @@ class Task:
 
     def _params_of(self, prompt: str) -> tuple:
         raise NotImplementedError
+
+    def check_step(self, step: str) -> str:
+        """A redundant verification of `step` (changes no result); by default the step restated."""
+        return step
 
 
 def _align(steps: list[str], alignment: Alignment, rng: random.Random) -> list[str]:
@@ -144,6 +157,12 @@ class RunningSum(Task):
 
     def _params_of(self, prompt):
         return tuple(int(x) for x in prompt[1:-1].split(","))
+
+    def check_step(self, step):
+        """`8+2=10` -> `10-2=8`: the sum undone."""
+        lhs, total = step.split("=")
+        a, b = lhs.split("+")
+        return f"{total}-{b}={a}"
 
     def solve(self, params, slip_at=None):
         acc, steps = params[0], []

@@ -16,6 +16,11 @@ The paper describes DTW clustering of token-entropy curves and convex-hull volum
   hidden states participation ratio (sum l)^2 / sum l^2 of a probe set's pooled hidden states (our
                 extension; not the paper's method).
 
+The testable variant (`enveloped_loo`, used by the intrinsic grid): axes fixed in advance (`ENVELOPE_AXES`,
+label-free and comparable across rewards), every run standardised by the same pooled step-0 statistics
+(`pooled_scale`), the envelope of a run = the hull of the *successful* runs' trajectories with that run left
+out, and `bootstrap_auroc` for the interval of "enveloped at step t" as a predictor of final success.
+
 Pure numpy/scipy; reads nothing and logs nothing. `tether lm lens` draws the pictures.
 """
 
@@ -25,11 +30,15 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 from scipy.spatial.distance import squareform
+from scipy.stats import rankdata
 
-__all__ = ["PHASE_KEYS", "phase_trajectory", "Envelope", "envelope_metrics", "hull_volume", "dtw",
-           "dtw_matrix", "open_end_dtw", "cluster_curves", "participation_ratio"]
+__all__ = ["PHASE_KEYS", "ENVELOPE_AXES", "phase_trajectory", "Envelope", "envelope_metrics", "hull_volume", "dtw",
+           "dtw_matrix", "open_end_dtw", "cluster_curves", "participation_ratio", "pooled_scale", "enveloped_loo",
+           "bootstrap_auroc"]
 
 PHASE_KEYS = ("rollout/entropy", "rollout/len_mean", "reward/mean")  # the GRPO trainer's keys
+# Fixed before any grid run: label-free and on one scale for every reward (the run's own reward is neither).
+ENVELOPE_AXES = ("rollout/entropy", "rollout/len_mean", "reward/unparsable_frac")
 
 
 def phase_trajectory(rows: list[dict[str, float]], keys: tuple[str, ...] = PHASE_KEYS, w0: int = 10,
@@ -136,3 +145,64 @@ def participation_ratio(x: np.ndarray) -> float:
     x = np.asarray(x, float)
     lam = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 0, None)
     return float(lam.sum() ** 2 / (lam ** 2).sum()) if lam.sum() > 0 else 0.0
+
+
+def pooled_scale(first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (d,), sd (d,)) over runs of each run's step-0 point, first (R, d); an sd of 0 becomes 1.
+
+    One affine map for all runs, so every trajectory lives in the same coordinates (hull membership does not
+    depend on it; escape distances and volumes do)."""
+    first = np.atleast_2d(np.asarray(first, float))
+    sd = first.std(0)
+    return first.mean(0), np.where(sd > 1e-8, sd, 1.0)
+
+
+def enveloped_loo(trajs: list[np.ndarray], steps: list[np.ndarray], success: np.ndarray, at: tuple[int, ...],
+                  window: int = 10, frac: float = 0.5) -> np.ndarray:
+    """(R, len(at)) float: 1 when run i is enveloped at step t, 0 when not, NaN when its envelope cannot be built.
+
+    Envelope of run i = convex hull of the pooled trajectories of the successful runs other than i (so a run
+    never vouches for itself). Enveloped at t = at least `frac` of its points with step in (t - window, t]
+    lie inside that hull: causal, only what run i has logged up to t."""
+    success = np.asarray(success, bool)
+    d = trajs[0].shape[1]
+    out = np.full((len(trajs), len(at)), np.nan)
+    for i, (z, st) in enumerate(zip(trajs, steps, strict=True)):
+        ref = [trajs[j] for j in range(len(trajs)) if success[j] and j != i]
+        if not ref or sum(len(r) for r in ref) <= d:
+            continue
+        inside = Envelope(np.concatenate(ref)).contains(z)
+        for k, t in enumerate(at):
+            sel = (st > t - window) & (st <= t)
+            if sel.any():
+                out[i, k] = float(inside[sel].mean() >= frac)
+    return out
+
+
+def _auroc(s: np.ndarray, y: np.ndarray) -> float:
+    """Mann-Whitney AUROC, ties 1/2 (as tether.lm.intrinsic.prior_check.auroc, without its model imports)."""
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([s[y], s[~y]]))
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bootstrap_auroc(scores: np.ndarray, labels: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float, float, int]:
+    """(AUROC, lower, upper, n) of scores for labels, with a percentile bootstrap over the n (score, label) pairs;
+    pairs with a NaN score are dropped, resamples with one class only are skipped; NaNs when a class is empty."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    keep = ~np.isnan(s)
+    s, y = s[keep], y[keep]
+    point = _auroc(s, y)
+    if point != point:
+        return float("nan"), float("nan"), float("nan"), int(len(s))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(s), len(s))
+        if 0 < y[idx].sum() < len(idx):
+            boots.append(_auroc(s[idx], y[idx]))
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return float(point), float(lo), float(hi), int(len(s))

@@ -18,6 +18,11 @@ curve up to t (standardised by its first w0 steps) to every OTHER finished run's
 that succeeded minus mean distance to those that failed (leave-one-out). The lead time of a failed run is the
 first evaluated step at which its accuracy has dropped by `fail_drop` minus the first step its inside_frac fell
 below `enveloped_frac` (positive = the lens warned first).
+
+`--loo` runs the testable variant instead (`envelope_test`): axes fixed in advance (`lens.ENVELOPE_AXES`: entropy,
+log length, unparsable fraction), every run standardised by the pooled step-0 statistics of all runs, run i
+scored against the hull of the successful runs other than i, and the AUROC of "enveloped at step t" for final
+success with a bootstrap 95 % interval. Success and collapse are fixed in advance too (`run_outcome`).
 """
 
 from __future__ import annotations
@@ -32,15 +37,20 @@ from tether.core.config import check
 from tether.core.plots import run_labels
 from tether.core.rundir import read_jsonl
 from tether.lm.intrinsic.lens import (
+    ENVELOPE_AXES,
     Envelope,
+    bootstrap_auroc,
     cluster_curves,
     envelope_metrics,
+    enveloped_loo,
     open_end_dtw,
     phase_trajectory,
+    pooled_scale,
 )
 from tether.lm.intrinsic.prior_check import auroc
 
-__all__ = ["LensConfig", "LENS_KEYS", "RunLens", "load_run", "analyse", "run_lens"]
+__all__ = ["LensConfig", "LENS_KEYS", "RunLens", "load_run", "analyse", "run_lens", "run_outcome", "envelope_test",
+           "SUCCESS_GAIN"]
 
 LENS_KEYS = ("rollout/entropy", "rollout/len_mean", "reward/mean")
 ACC = "eval/heldout/sample_acc"
@@ -69,6 +79,9 @@ class LensConfig:
     """Outcome label: a run failed when its final held-out sampled accuracy is below its first by more than this."""
     predict_at: tuple[int, ...] = (10, 20, 30)
     """Steps at which the early-warning AUROC of the lens is computed (runs with evaluations only)."""
+    loo: bool = False
+    """Testable envelope instead: fixed label-free axes, pooled step-0 standardisation, hull of the successful
+    runs with the scored run left out, AUROC of "enveloped at step t" (predict_at) for success, bootstrap 95 %."""
     json: bool = False
     """Print one JSON object per run plus a summary (else a table)."""
 
@@ -266,8 +279,76 @@ def write_jsonl(runs: list[RunLens], out: Path) -> None:
                                        enumerate(("entropy", "log_len", "reward"))}}) + "\n")
 
 
+# Outcome definitions, fixed before the grid ran (docs/results/intrinsic.md): a run *succeeded* when its final
+# held-out sampled accuracy is at least SUCCESS_GAIN above step 0 (beyond the +-0.02 band the learning-rate recipe
+# allows the random-reward control); it *collapsed* when it lost at least half of its step-0 accuracy, or its
+# held-out completions are degenerate (mean length <= COLLAPSE_LEN tokens, or >= half of them truncated).
+SUCCESS_GAIN = 0.02
+COLLAPSE_LEN = 3.0
+
+
+def run_outcome(path: str | Path) -> dict:
+    """Step-0 and final held-out numbers of a finished run (eval.jsonl, metrics.jsonl) and its outcome labels.
+
+    trunc_final is the truncated fraction of the training rollouts over the last 5 steps (evaluation does not
+    log truncation)."""
+    p = Path(path)
+    evals = [e for e in read_jsonl(p / "eval.jsonl") if ACC in e]
+    rows = read_jsonl(p / "metrics.jsonl")
+    if len(evals) < 2 or not rows:
+        raise ValueError(f"{p}: need eval.jsonl with >= 2 evaluations and metrics.jsonl, got {len(evals)} "
+                         f"evaluations and {len(rows)} steps")
+    first, last = evals[0], evals[-1]
+    trunc = float(np.mean([r["rollout/truncated_frac"] for r in rows[-5:] if "rollout/truncated_frac" in r]))
+    acc0, acc1, len1 = first[ACC], last[ACC], last["eval/heldout/len_mean"]
+    return {"steps": int(last["step"]), "acc_step0": round(acc0, 4), "acc_final": round(acc1, 4),
+            "greedy_final": round(last["eval/heldout/greedy_acc"], 4),
+            "len_step0": round(first["eval/heldout/len_mean"], 3), "len_final": round(len1, 3),
+            "trunc_final": round(trunc, 4),
+            "collapsed": bool(acc1 < 0.5 * acc0 or len1 <= COLLAPSE_LEN or trunc >= 0.5),
+            "success": bool(acc1 - acc0 >= SUCCESS_GAIN)}
+
+
+def _envelope_points(path: str | Path, smooth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (T,), smoothed raw points (T, 3) on ENVELOPE_AXES, length log-transformed)."""
+    rows = [r for r in read_jsonl(Path(path) / "metrics.jsonl") if all(k in r for k in ENVELOPE_AXES)]
+    if len(rows) < 2:
+        raise ValueError(f"{path}: need >= 2 logged steps with {ENVELOPE_AXES}, got {len(rows)}")
+    x = np.array([[r[k] for k in ENVELOPE_AXES] for r in rows], dtype=float)    # (T, 3)
+    x[:, 1] = np.log(np.maximum(x[:, 1], 1e-8))
+    return np.array([r["step"] for r in rows]), trailing_mean(x, smooth)
+
+
+def envelope_test(run_dirs: list[str | Path], at: tuple[int, ...] = (10, 20, 30), *, smooth: int = 5,
+                  window: int = 10, frac: float = 0.5, n_boot: int = 2000,
+                  success: list[bool] | None = None) -> tuple[np.ndarray, dict]:
+    """The testable envelope over finished runs: (flags (R, len(at)) of "enveloped at step t" (NaN: no envelope),
+    summary with, per t, the AUROC of the flag for success and its bootstrap 95 % interval).
+
+    `success` defaults to `run_outcome(...)["success"]`; everything else is fixed: axes, pooled step-0 scale,
+    leave-one-out hull of the successful runs."""
+    check(len(run_dirs) >= 3, "run_dirs", len(run_dirs), "at least 3 finished runs for a leave-one-out envelope")
+    loaded = [_envelope_points(d, smooth) for d in run_dirs]
+    mean, sd = pooled_scale(np.stack([x[0] for _, x in loaded]))
+    trajs = [(x - mean) / sd for _, x in loaded]
+    if success is None:
+        success = [run_outcome(d)["success"] for d in run_dirs]
+    y = np.asarray(success, bool)
+    flags = enveloped_loo(trajs, [st for st, _ in loaded], y, at, window=window, frac=frac)
+    summary: dict = {"runs": len(run_dirs), "succeeded": int(y.sum()), "axes": list(ENVELOPE_AXES),
+                     "scale_mean": [round(float(v), 4) for v in mean], "scale_sd": [round(float(v), 4) for v in sd]}
+    for k, t in enumerate(at):
+        a, lo, hi, n = bootstrap_auroc(flags[:, k], y, n_boot=n_boot)
+        summary[f"auroc_enveloped@{t}"] = [round(a, 4), round(lo, 4), round(hi, 4)]
+        summary[f"scored@{t}"] = n
+        summary[f"enveloped@{t}"] = int(np.nansum(flags[:, k]))
+    return flags, summary
+
+
 def run_lens(cfg: LensConfig) -> int:
     """`tether lm lens`: analyse, draw, print the classification (and the early-warning summary)."""
+    if cfg.loo:
+        return _run_loo(cfg)
     runs = analyse(cfg)
     out = Path(cfg.out)
     paths = plot(runs, cfg, out)
@@ -287,4 +368,26 @@ def run_lens(cfg: LensConfig) -> int:
                   f"{row['escape_max']:>7.2f} {row['cluster']:>4d} {d:>7}")
         print("enveloped: " + (", ".join(summary["enveloped"]) or "none"))
         print(" ".join(f"{k}={v}" for k, v in summary.items() if k not in ("summary", "enveloped")))
+    return 0
+
+
+def _run_loo(cfg: LensConfig) -> int:
+    check(len(cfg.run_dirs) >= 3, "run_dirs", cfg.run_dirs, "at least 3 finished run directories with --loo")
+    names = run_labels([Path(d) for d in cfg.run_dirs])
+    flags, summary = envelope_test(list(cfg.run_dirs), cfg.predict_at, smooth=cfg.smooth, window=cfg.window,
+                                   frac=cfg.enveloped_frac)
+    rows = []
+    for d, f in zip(cfg.run_dirs, flags, strict=True):
+        o = run_outcome(d)
+        rows.append({"run": names[Path(d)][1], **{f"enveloped_step{t}": None if v != v else bool(v)
+                                                  for t, v in zip(cfg.predict_at, f, strict=True)},
+                     "success": o["success"], "acc_delta": round(o["acc_final"] - o["acc_step0"], 4)})
+    if cfg.json:
+        for row in rows:
+            print(json.dumps(row))
+        print(json.dumps({"summary": True, **summary}))
+    else:
+        for row in rows:
+            print(" ".join(f"{k}={v}" for k, v in row.items()))
+        print(" ".join(f"{k}={v}" for k, v in summary.items()))
     return 0

@@ -1,0 +1,289 @@
+"""The intrinsic-reward grid of docs/results/intrinsic.md as resumable batches (issue 20).
+
+    .venv/bin/python experiments/intrinsic_grid.py run BATCH [--max-minutes M]   # run the batch's unfinished cells
+    .venv/bin/python experiments/intrinsic_grid.py list BATCH                    # its cells and which are done
+    .venv/bin/python experiments/intrinsic_grid.py lines                         # rewrite the JSON lines only
+    .venv/bin/python experiments/intrinsic_grid.py table                         # markdown tables from the lines
+
+A cell is (base, reward, KL beta, advantage, lr, seed); it runs `tether lm train` (GRPO, 16 prompts x G=8 per step,
+clip 0.2 / 0.28, held-out evaluation every 10 steps on 128 fixed problems, k=4 samples at the base's temperature)
+in runs/intrinsic/grid/<base>/<reward>/kl<beta>-<advantage>-lr<lr>/s<seed>. Finished cells (final evaluation
+logged) are skipped, so a batch resumes where it stopped; several copies may run side by side (a cell is held by
+an flock on <dir>.lock, released when its process dies). Every run is one heavy job under
+`flock /tmp/tether-heavy.lock` with a 20-minute timeout.
+
+After each run the lines are rewritten from every finished run: docs/results/data/intrinsic_runs.jsonl for the
+grid (the issue's keys, the envelope flags computed by `envelope_test` over all finished grid runs, so they are
+as of the runs that exist) and docs/results/data/intrinsic_lr_sweep.jsonl for the learning-rate sweep.
+
+The recipe learning rate is not typed in: `recipe_lr()` reads the sweep's lines and takes the highest lr at which
+every random-reward seed stays within +-BAND held-out sampled accuracy of step 0 at every evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "intrinsic"
+DATA = ROOT / "docs" / "results" / "data"
+GRID_LINES = DATA / "intrinsic_runs.jsonl"
+SWEEP_LINES = DATA / "intrinsic_lr_sweep.jsonl"
+BAND = 0.02
+STEPS = 200
+SWEEP_LRS = (1e-6, 3e-6, 5e-6, 1e-5, 3e-5)
+KEYS = ("base", "temperature", "corpus", "reward", "kl_beta", "advantage", "lr", "seed", "steps", "acc_step0",
+        "acc_final", "greedy_final", "len_step0", "len_final", "trunc_final", "collapsed", "enveloped_step10",
+        "enveloped_step20", "enveloped_step30")
+
+# name -> (base, model path, sampling temperature, corpus, completion cap). The check corpus and its cap of 36
+# tokens (20 % of the traces with a check step longer than that, none without) come from
+# experiments/intrinsic_bases.sh.
+BASES = {
+    "strong-T1.5": ("strong", "base:strong", 1.5, "plain", 40),
+    "strong-T2.0": ("strong", "base:strong", 2.0, "plain", 40),
+    "medium": ("medium", "base:medium", 1.0, "plain", 40),
+    "weak": ("weak", "base:weak", 1.0, "plain", 40),
+    "anti": ("anti", "base:anti", 1.0, "plain", 40),
+    "medium-check": ("medium", str(RUNS / "bases" / "medium-check"), 1.0, "check", 36),
+}
+# the paper's suite, the label-free anchors, the controls (ground truth = `correct`)
+REWARDS = ("lp", "ent", "avg_ent", "renyi", "cp", "em_seq", "majority", "random", "format", "correct")
+KL = (0.0, 0.005)
+ADVANTAGES = ("group_zscore", "group_mean")
+SEEDS = (0, 1, 2)
+
+
+def cell(base: str, reward: str, kl: float, adv: str, lr: float, seed: int, steps: int = STEPS) -> dict:
+    return {"key": base, "reward": reward, "kl_beta": kl, "advantage": adv, "lr": lr, "seed": seed, "steps": steps}
+
+
+def cell_dir(c: dict) -> Path:
+    if c["key"] == "sweep":
+        return RUNS / "lr_sweep" / f"medium-random-lr{c['lr']:g}-s{c['seed']}"
+    return RUNS / "grid" / c["key"] / c["reward"] / f"kl{c['kl_beta']:g}-{c['advantage']}-lr{c['lr']:g}" / \
+        f"s{c['seed']}"
+
+
+def train_args(c: dict) -> list[str]:
+    if c["key"] == "sweep":
+        path, temp, cap, reward = "base:medium", 1.0, 40, "random"
+    else:
+        _, path, temp, _, cap = BASES[c["key"]]
+        reward = c["reward"]
+    return ["lm", "train", "--preset", "gsm-tiny", "--steps", str(c["steps"]), "--model.path", path,
+            "--algo.reward", reward, "--algo.kl-coef", f"{c['kl_beta']:g}", "--algo.advantage", c["advantage"],
+            "--optim.lr", f"{c['lr']:g}", "--rollout.temperature", f"{temp:g}", "--eval.temperature", f"{temp:g}",
+            "--rollout.max-new-tokens", str(cap), "--eval.every", "10", "--eval.n-prompts", "128", "--eval.k", "4",
+            "--eval.splits", "heldout", "--samples-every", "0", "--run.dir", str(cell_dir(c)),
+            "--run.seed", str(c["seed"])]
+
+
+def finished(c: dict) -> bool:
+    ev = cell_dir(c) / "eval.jsonl"
+    if not ev.exists():
+        return False
+    lines = ev.read_text().splitlines()
+    return bool(lines) and json.loads(lines[-1]).get("step") == c["steps"]
+
+
+# ---------------------------------------------------------------- the learning-rate recipe
+
+def sweep_cells() -> list[dict]:
+    return [cell("sweep", "random", 0.0, "group_zscore", lr, s) for s in (0, 1) for lr in SWEEP_LRS]
+
+
+def sweep_rows() -> list[dict]:
+    from tether.core.rundir import read_jsonl
+    from tether.lm.intrinsic.lens_report import ACC, run_outcome
+
+    rows = []
+    for c in sweep_cells():
+        if not finished(c):
+            continue
+        accs = [e[ACC] for e in read_jsonl(cell_dir(c) / "eval.jsonl") if ACC in e]
+        dev = max(abs(a - accs[0]) for a in accs)
+        o = run_outcome(cell_dir(c))
+        rows.append({"base": "medium", "temperature": 1.0, "corpus": "plain", "reward": "random", "kl_beta": 0.0,
+                     "advantage": "group_zscore", "lr": c["lr"], "seed": c["seed"],
+                     **{k: o[k] for k in KEYS[8:16]}, "max_abs_dev": round(dev, 4),
+                     "within_band": bool(dev <= BAND + 1e-9)})
+    return rows
+
+
+def recipe_lr() -> float:
+    """The highest swept lr whose every finished random-reward seed (>= 2) stays within +-BAND."""
+    rows = sweep_rows()
+    ok = [lr for lr in SWEEP_LRS
+          if len(rs := [r for r in rows if r["lr"] == lr]) >= 2 and all(r["within_band"] for r in rs)]
+    if not ok:
+        raise SystemExit("no recipe lr yet: run `intrinsic_grid.py run lr-sweep` first (needs 2 seeds per lr)")
+    return max(ok)
+
+
+# ---------------------------------------------------------------- batches (priority order)
+
+def batches() -> dict[str, list[dict]]:
+    out = {"lr-sweep": sweep_cells()}
+    try:
+        lr = recipe_lr()
+    except SystemExit:
+        return out
+    # the lens needs the same reward on both sides of the stability limit: recipe / 3, recipe, recipe x 3
+    lrs = tuple(float(f"{x:.3g}") for x in (lr / 3, lr, lr * 3))
+    z = "group_zscore"
+    out["core"] = [cell(b, r, 0.0, z, lr, 0) for b in ("strong-T1.5", "medium") for r in REWARDS]
+    out["lens-lr"] = [cell(b, r, 0.0, z, x, 0) for x in (lrs[2], lrs[0]) for b in ("strong-T1.5", "medium")
+                      for r in REWARDS]
+    out["bases"] = [cell(b, r, 0.0, z, lr, 0) for b in ("weak", "medium-check", "strong-T2.0", "anti")
+                    for r in REWARDS]
+    out["seeds"] = [cell(b, r, 0.0, z, lr, s) for s in (1, 2) for b in ("strong-T1.5", "medium", "weak",
+                                                                          "medium-check", "strong-T2.0", "anti")
+                    for r in REWARDS]
+    out["kl-adv"] = [cell(b, r, kl, a, lr, s) for s in SEEDS for b in BASES for r in REWARDS
+                     for kl in KL for a in ADVANTAGES if (kl, a) != (0.0, z)]
+    out["full"] = [c for name in ("core", "lens-lr", "bases", "seeds", "kl-adv") for c in out[name]]
+    return out
+
+
+def grid_cells() -> list[dict]:
+    seen, cells = set(), []
+    for c in batches().get("full", []):
+        if (k := json.dumps(c, sort_keys=True)) not in seen:
+            seen.add(k)
+            cells.append(c)
+    return cells
+
+
+# ---------------------------------------------------------------- lines
+
+def grid_rows() -> list[dict]:
+    from tether.lm.intrinsic.lens_report import envelope_test, run_outcome
+
+    done = [c for c in grid_cells() if finished(c)]
+    outcomes = [run_outcome(cell_dir(c)) for c in done]
+    flags = np.full((len(done), 3), np.nan)
+    if len(done) >= 3 and any(o["success"] for o in outcomes):
+        flags, _ = envelope_test([cell_dir(c) for c in done], (10, 20, 30),
+                                 success=[o["success"] for o in outcomes], n_boot=10)
+    rows = []
+    for c, o, f in zip(done, outcomes, flags, strict=True):
+        base, _, temp, corpus, _ = BASES[c["key"]]
+        rows.append({"base": base, "temperature": temp, "corpus": corpus, "reward": c["reward"],
+                     "kl_beta": c["kl_beta"], "advantage": c["advantage"], "lr": c["lr"], "seed": c["seed"],
+                     **{k: o[k] for k in KEYS[8:16]},
+                     **{f"enveloped_step{t}": None if v != v else bool(v) for t, v in zip((10, 20, 30), f,
+                                                                                         strict=True)}})
+    return rows
+
+
+def write_lines(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def lines() -> None:
+    write_lines(SWEEP_LINES, sweep_rows())
+    if "full" in batches():
+        write_lines(GRID_LINES, grid_rows())
+
+
+# ---------------------------------------------------------------- running
+
+def run_batch(name: str, max_minutes: float) -> int:
+    todo = batches().get(name)
+    if todo is None:
+        raise SystemExit(f"batch {name!r} is unknown or not available yet; available: {sorted(batches())}")
+    t_end = time.time() + 60 * max_minutes
+    tether = str(ROOT / ".venv" / "bin" / "tether")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for c in todo:
+        if time.time() > t_end:
+            print(f"stopping: --max-minutes {max_minutes} reached", flush=True)
+            break
+        if finished(c):
+            continue
+        d = cell_dir(c)
+        d.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{d}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue   # another copy runs this cell
+            if finished(c):
+                continue
+            t0 = time.time()
+            with open(f"{d}.log", "w") as log:
+                rc = subprocess.call(["flock", "/tmp/tether-heavy.lock", "timeout", "1200", tether,
+                                      *train_args(c)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            print(f"{time.strftime('%H:%M:%S')} {'done' if rc == 0 else f'FAILED rc={rc}'} {d.relative_to(ROOT)} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+        lines()
+    return 0
+
+
+def list_batch(name: str) -> None:
+    for c in batches().get(name, []):
+        print(("done " if finished(c) else "todo ") + str(cell_dir(c).relative_to(ROOT)))
+
+
+# ---------------------------------------------------------------- tables
+
+def table() -> None:
+    rows = [json.loads(x) for x in GRID_LINES.read_text().splitlines()] if GRID_LINES.exists() else []
+    print("| base | T | corpus | lr | KL | advantage | reward | seeds | acc step 0 | Δ sampled acc | "
+          "Δ − Δ(GT) | greedy final | len 0 → final | trunc final | collapsed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["base"], r["temperature"], r["corpus"], r["lr"], r["kl_beta"], r["advantage"]),
+                          []).append(r)
+    for key, rs in groups.items():
+        gt = [r["acc_final"] - r["acc_step0"] for r in rs if r["reward"] == "correct"]
+        for reward in REWARDS:
+            cs = [r for r in rs if r["reward"] == reward]
+            if not cs:
+                continue
+            d = np.array([r["acc_final"] - r["acc_step0"] for r in cs])
+            sd = f" ± {d.std():.3f}" if len(d) > 1 else ""
+            vs = f"{d.mean() - np.mean(gt):+.3f}" if gt else "n/a"
+            print(f"| {key[0]} | {key[1]:g} | {key[2]} | {key[3]:g} | {key[4]:g} | {key[5]} | {reward} | {len(cs)} | "
+                  f"{np.mean([r['acc_step0'] for r in cs]):.3f} | {d.mean():+.3f}{sd} | {vs} | "
+                  f"{np.mean([r['greedy_final'] for r in cs]):.3f} | "
+                  f"{np.mean([r['len_step0'] for r in cs]):.1f} → {np.mean([r['len_final'] for r in cs]):.1f} | "
+                  f"{np.mean([r['trunc_final'] for r in cs]):.3f} | {sum(r['collapsed'] for r in cs)}/{len(cs)} |")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=("run", "list", "lines", "table", "recipe"))
+    ap.add_argument("batch", nargs="?", default="")
+    ap.add_argument("--max-minutes", type=float, default=1e9, help="start no new cell after this many minutes")
+    a = ap.parse_args(argv)
+    if a.command == "run":
+        return run_batch(a.batch, a.max_minutes)
+    if a.command == "list":
+        list_batch(a.batch)
+    elif a.command == "lines":
+        lines()
+    elif a.command == "table":
+        table()
+    else:
+        print(f"{recipe_lr():g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main(sys.argv[1:]))
