@@ -23,11 +23,11 @@ from tether.core.seeding import one_thread
 from tether.lm.dcmdp.cli import DCMDP_COMMANDS, dcmdp_demo_section
 from tether.lm.grpo.config import PRESETS, AlgoSpec, EvalSpec, OptimSpec, RolloutSpec, TaskSpec, TrainConfig
 from tether.lm.grpo.evaluate import eval_problems, evaluate_split
+from tether.lm.grpo.inputs import as_tokenizer
 from tether.lm.grpo.tasks import make_task
 from tether.lm.grpo.trainer import GRPOTrainer
 from tether.lm.intrinsic.cli import INTRINSIC_COMMANDS, intrinsic_demo_section
-from tether.lm.model.build import ModelSpec, build_policy, resolve_path
-from tether.lm.model.tokenizer import CharTokenizer
+from tether.lm.model.build import ModelSpec, build_policy, model_tokenizer, resolve_path
 from tether.lm.pretrain import PretrainConfig
 from tether.lm.pretrain import run as run_pretrain
 from tether.lm.rollout.engine import RolloutEngine
@@ -61,7 +61,7 @@ class EvalConfig:
 
 def run_eval(cfg: EvalConfig) -> int:
     one_thread()
-    tok = CharTokenizer()
+    tok = as_tokenizer(model_tokenizer(cfg.model))   # a pretrained model's own (chat) tokenizer, else the char one
     task = make_task(cfg.task.name, cfg.task.difficulty)
     policy = build_policy(cfg.model, tok, seed=cfg.seed)
     engine = RolloutEngine(precision=cfg.precision)
@@ -70,7 +70,8 @@ def run_eval(cfg: EvalConfig) -> int:
     with progress(len(cfg.splits), "lm eval") as bar:  # stderr: stdout stays one JSON object
         for split in cfg.splits:
             res = evaluate_split(engine, tok, eval_problems(task, split, cfg.n_prompts, seed=cfg.seed), k=cfg.k,
-                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                 parse=task.parse)
             out.update({f"{split}/{k}": round(v, 4) for k, v in res.items()})
             bar.update(1, split=split)
     print(json.dumps(out))

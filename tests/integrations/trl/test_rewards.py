@@ -9,6 +9,7 @@ import torch  # noqa: E402
 from tether.integrations.trl.rewards import TetherReward  # noqa: E402
 from tether.integrations.trl.trainer import TetherBatch  # noqa: E402
 from tether.lm.grpo.rewards import RewardOptions  # noqa: E402
+from tether.lm.grpo.tasks import make_task  # noqa: E402
 
 IDS = [[5, 6, 1], [7, 1], [5, 5, 5, 5], [1]]  # completion ids as TRL passes them (EOS = 1 included)
 TEXTS = ["1#3", "#12", "#4", ""]
@@ -20,6 +21,14 @@ def test_text_rewards_follow_tether_definitions():
     assert TetherReward("format")(PROMPTS, TEXTS, IDS) == [1.0, 1.0, 1.0, 0.0]
     assert TetherReward("correct")(PROMPTS, TEXTS, IDS, answer=[3, 3, 12, 12]) == [1.0, 0.0, 0.0, 0.0]
     assert TetherReward("majority", num_generations=2)(PROMPTS, ["#3", "#3", "#4", "#5"], IDS) == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_tasks_parser_reads_free_text_answers():
+    words = ["The answer is 3.", "So 1 + 2 = 4", "\\boxed{12}", "I am not sure."]
+    assert TetherReward("correct")(PROMPTS, words, IDS, answer=[3, 3, 12, 12]) == [0.0, 0.0, 0.0, 0.0]
+    parse = make_task("word_problems", 1).parse
+    assert TetherReward("correct", parse=parse)(PROMPTS, words, IDS, answer=[3, 3, 12, 12]) == [1.0, 0.0, 1.0, 0.0]
+    assert TetherReward("format", parse=parse)(PROMPTS, words, IDS) == [1.0, 1.0, 1.0, 0.0]
 
 
 def test_conversational_completions_use_the_last_turn():

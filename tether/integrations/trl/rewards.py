@@ -9,14 +9,18 @@ one float per completion. `TetherReward(name)` wraps a registry entry or a '+' m
               `TetherGRPOTrainer` computes from its theta_old forward (see trl_trainer.py); a plain
               `GRPOTrainer` has none and the call raises
 
-Ground truth for `correct` (and the Spearman diagnostic) comes from the dataset column `answer_column`. Group-level
-entries (majority, semantic, and every '+' mixture, z-scored per group) group rows as TRL orders them: G consecutive
-completions per prompt, which holds on one process (TRL's sampler may spread a prompt's G copies over processes,
-each scoring only its local slice).
+Ground truth for `correct` (and the Spearman diagnostic) comes from the dataset column `answer_column`; answers are
+read from the completions by `parse` (default the `#<integer>` parser; a task's `Task.parse` for other tasks).
+Group-level entries (majority, semantic, and every '+' mixture, z-scored per group) group rows as TRL orders them:
+G consecutive completions per prompt, which holds on one process (TRL's sampler may spread a prompt's G copies over
+processes, each scoring only its local slice).
 Besides the rewards it logs `reward/unparsable_frac` and `diag/reward_acc_spearman` through TRL's `log_metric`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +46,7 @@ class TetherReward:
     """A tether reward (or '+' mixture) with TRL's reward-function signature; `needs` lists its per-token statistics."""
 
     def __init__(self, name: str, *, options: RewardOptions | None = None, num_generations: int | None = None,
-                 answer_column: str = "answer") -> None:
+                 answer_column: str = "answer", parse: Callable[[str], Any] = parse_answer) -> None:
         parts = reward_parts(name)
         for part in parts:
             REWARDS.get(part)  # unknown names raise with the list of valid ones
@@ -52,6 +56,7 @@ class TetherReward:
         self.grouped = len(parts) > 1 or any(p in _GROUP_LEVEL for p in parts)
         self.num_generations = num_generations
         self.answer_column = answer_column
+        self.parse = parse   # a task's `Task.parse`, e.g. make_task("word_problems", 1).parse for free text
         self.trainer = None
 
     def bind(self, trainer) -> None:
@@ -60,7 +65,7 @@ class TetherReward:
 
     def __call__(self, prompts: list, completions: list, completion_ids: list[list[int]], **kwargs) -> list[float]:
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]   # conversational: last turn
-        parsed = [parse_answer(t) for t in texts]
+        parsed = [self.parse(t) for t in texts]
         answers = kwargs.get(self.answer_column)
         if answers is None and "correct" in reward_parts(self.name):
             columns = sorted(k for k in kwargs if k not in ("trainer_state", "log_extra", "log_metric"))

@@ -36,12 +36,13 @@ def sample_completions(engine: RolloutEngine, tok: Tokenizer, problems: list[Pro
 
 
 def sample_answers(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int, temperature: float,
-                   max_new_tokens: int, generator: torch.Generator | None, top_p: float = 1.0
-                   ) -> tuple[list[list[int | None]], torch.Tensor]:
-    """k completions per problem -> parsed answers [n][k] and completion lengths (n*k,)."""
+                   max_new_tokens: int, generator: torch.Generator | None, top_p: float = 1.0,
+                   parse: Callable[[str], Any] = parse_answer) -> tuple[list[list[Any]], torch.Tensor]:
+    """k completions per problem -> answers [n][k] parsed by `parse` (a task's `Task.parse`) and completion
+    lengths (n*k,)."""
     texts, lengths = sample_completions(engine, tok, problems, k=k, temperature=temperature,
                                         max_new_tokens=max_new_tokens, generator=generator, top_p=top_p)
-    return [[parse_answer(t) for t in row] for row in texts], lengths
+    return [[parse(t) for t in row] for row in texts], lengths
 
 
 def majority(answers: list[int | None]) -> int | None:
@@ -51,19 +52,20 @@ def majority(answers: list[int | None]) -> int | None:
 
 
 def evaluate_split(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem], *, k: int, temperature: float,
-                   max_new_tokens: int, seed: int,
-                   verifier: Callable[[str, Any], bool] | None = None) -> dict[str, float]:
+                   max_new_tokens: int, seed: int, verifier: Callable[[str, Any], bool] | None = None,
+                   parse: Callable[[str], Any] = parse_answer) -> dict[str, float]:
     """Metrics (unprefixed): greedy_acc, sample_acc (pass@1 at `temperature`), pass@k, maj@k, len_mean,
     unparsable_frac (of the sampled completions).
 
-    `verifier(completion, answer)` decides correctness instead of the `#<integer>` parser; maj@k and
-    unparsable_frac need parsed answers, so a custom verifier reports neither."""
+    Answers are read by `parse` (the task's `Task.parse`; default the `#<integer>` parser). `verifier(completion,
+    answer)` decides correctness instead; maj@k and unparsable_frac need parsed answers, so a custom verifier
+    reports neither."""
     greedy, _ = sample_completions(engine, tok, problems, k=1, temperature=0.0, max_new_tokens=max_new_tokens,
                                    generator=None)
     g = torch.Generator().manual_seed(seed)
     sampled, lengths = sample_completions(engine, tok, problems, k=k, temperature=temperature,
                                           max_new_tokens=max_new_tokens, generator=g)
-    ok = verifier or (lambda text, answer: parse_answer(text) == answer)
+    ok = verifier or (lambda text, answer: parse(text) == answer)
     n = len(problems)
     right = [[ok(t, p.answer) for t in row] for p, row in zip(problems, sampled, strict=True)]   # [n][k]
     out = {
@@ -73,7 +75,7 @@ def evaluate_split(engine: RolloutEngine, tok: Tokenizer, problems: list[Problem
         "len_mean": float(lengths.float().mean()),
     }
     if verifier is None:
-        parsed = [[parse_answer(t) for t in row] for row in sampled]
+        parsed = [[parse(t) for t in row] for row in sampled]
         out[f"maj@{k}"] = sum(majority(row) == p.answer for p, row in zip(problems, parsed, strict=True)) / n
         out["unparsable_frac"] = sum(a is None for row in parsed for a in row) / (n * k)
     return out

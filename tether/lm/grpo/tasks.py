@@ -9,7 +9,9 @@ transform of erroneous traces: `aligned` (longer, noisier: a repeated step), `ne
 Splits: `heldout` is in-distribution but disjoint from `train` (a problem belongs to it iff a CRC of its
 prompt is 0 mod 8); `ood` uses longer chains / more digits / larger coefficients than training.
 Checking is exact: a completion must be `...#<integer>` with nothing after the integer; anything else is
-unparsable and scores 0. Not owned here: tokenization and rewards beyond correctness.
+unparsable and scores 0. The exception is `word_problems`, English arithmetic stories for chat models
+(`word_problems.py`), whose `parse` reads the final number from free text. Not owned here: tokenization and
+rewards beyond correctness.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tether.core.registry import Registry
+from tether.lm.grpo.word_problems import Story, draw_story, parse_final_number, story_steps, story_text
 
 Split = Literal["train", "heldout", "ood"]
 Alignment = Literal["aligned", "neutral", "anti"]
@@ -71,6 +74,15 @@ class Task:
 
     def draw(self, rng: random.Random, ood: bool) -> tuple:
         raise NotImplementedError
+
+    def parse(self, completion: str) -> Any:
+        """The final answer a completion states (None: none found); the shipped tasks read `...#<integer>`."""
+        return parse_answer(completion)
+
+    def verify(self, completion: str, answer: Any) -> bool:
+        """Whether `completion` states `answer` (the trainer's default verifier)."""
+        parsed = self.parse(completion)
+        return parsed is not None and parsed == answer
 
     def prompt(self, params: tuple) -> str:
         raise NotImplementedError
@@ -274,6 +286,43 @@ class LinearEquation(Task):
         rest = _slip(c - b, 0, slip_at)
         x = _slip(rest // a, 1, slip_at)
         return [f"{c}-{b}={rest}", f"{rest}/{a}={x}"], x
+
+
+@TASKS.register("word_problems")
+class WordProblems(Task):
+    """English arithmetic stories for chat models (`word_problems.py`): "Ava has 10 marbles. She finds 8 more
+    marbles. How many marbles does Ava have now? ..." -> 18, checked on the final number of free text.
+
+    Difficulty d: 1..d operations (+, -, x2/x3, exact /) on a start of 2..20 with operands 2..9 (OOD: d+1..d+2
+    operations, start 20..60, operands 5..20). Prompts are plain text: a chat tokenizer renders them as a user turn.
+    """
+
+    name = "word_problems"
+
+    def __init__(self, difficulty: int) -> None:
+        super().__init__(difficulty)
+        self._stories: dict[str, tuple[Story]] = {}   # prompt -> story of the problems drawn last
+
+    def draw(self, rng, ood):
+        lo, hi = (self.difficulty + 1, self.difficulty + 2) if ood else (1, self.difficulty)
+        start, operand = (range(20, 61), range(5, 21)) if ood else (range(2, 21), range(2, 10))
+        return (draw_story(rng, rng.randint(lo, hi), start, operand),)
+
+    def prompt(self, params: tuple[Story]):
+        text = story_text(params[0])
+        if len(self._stories) >= 4096:
+            self._stories.clear()
+        self._stories[text] = params
+        return text
+
+    def _params_of(self, prompt):
+        return self._stories[prompt]   # English does not parse back: `corpus_trace` reads the story just drawn
+
+    def solve(self, params: tuple[Story], slip_at=None):
+        return story_steps(params[0], lambda value, i: _slip(value, i, slip_at))
+
+    def parse(self, completion: str) -> int | float | None:
+        return parse_final_number(completion)
 
 
 def make_task(name: str, difficulty: int) -> Task:

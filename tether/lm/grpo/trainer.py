@@ -56,11 +56,10 @@ from tether.lm.grpo.inputs import (
     call_reward_func,
     check_reward_funcs,
     dataset_problems,
-    default_verifier,
 )
 from tether.lm.grpo.losses import LOSSES
 from tether.lm.grpo.rewards import RewardInput, compute_rewards, reward_needs
-from tether.lm.grpo.tasks import Problem, make_task, parse_answer
+from tether.lm.grpo.tasks import Problem, make_task
 from tether.lm.model.build import build_policy, model_tokenizer
 from tether.lm.model.moe import route_flips
 from tether.lm.model.policy import TinyPolicy
@@ -121,7 +120,8 @@ class GRPOTrainer:
         eval_dataset: rows like `train_dataset` that `evaluate()` scores (split name "eval"); None evaluates the
             task's `config.eval.splits`, or nothing when a `train_dataset` is given.
         verifier: `verifier(completion, answer) -> bool` decides correctness (the accuracy metrics and the
-            `correct` reward); None is `default_verifier` (the final `#<integer>` equals the answer).
+            `correct` reward); None is the task's `Task.verify` (its parsed final answer equals the answer: the
+            final `#<integer>` for the shipped tasks, the stated number for word_problems).
 
     Replacing `trainer.policy` rebuilds the optimizer, the reference and the rollout engine for the new one.
     """
@@ -141,7 +141,7 @@ class GRPOTrainer:
         self.train_rows = dataset_problems(train_dataset, "train_dataset")
         self.eval_rows = dataset_problems(eval_dataset, "eval_dataset")
         self.reward_funcs = check_reward_funcs(reward_funcs)
-        self.verifier = verifier or default_verifier
+        self.verifier = verifier or self.task.verify
         self.prompt_rng = random.Random(derive_seed(seed, "prompts"))
         self.gens = {"rollout": generator(seed, "rollout"), "minibatch": generator(seed, "minibatch")}
         self.metrics, self.timer, self.guard = Metrics(), Timer(), NonFiniteGuard(lr_flag="--optim.lr")
@@ -291,7 +291,7 @@ class GRPOTrainer:
         self.metrics.log_dict({"rollout/len_mean": lengths.mean(), "rollout/len_max": lengths.max(),
                                "rollout/truncated_frac": (~(out.tokens == self.tok.eos_id).any(-1)).float().mean(),
                                "rollout/tokens": lengths.sum()})
-        return TrainBatch(problems, completions, [parse_answer(s) for s in completions], group_ids,
+        return TrainBatch(problems, completions, [self.task.parse(s) for s in completions], group_ids,
                           torch.cat([p_ids, out.tokens], 1), torch.cat([p_mask, out.mask], 1), p_ids.shape[1],
                           out.mask, out.logp)
 
@@ -419,7 +419,8 @@ class GRPOTrainer:
             for split, problems in self.eval_sets().items():
                 res = evaluate_split(self.engine, self.tok, problems, k=e.k, temperature=e.temperature,
                                      max_new_tokens=self.cfg.rollout.max_new_tokens, seed=e.seed,
-                                     verifier=None if self.verifier is default_verifier else self.verifier)
+                                     verifier=None if self.verifier == self.task.verify else self.verifier,
+                                     parse=self.task.parse)
                 out.update({f"eval/{split}/{k}": v for k, v in res.items()})
         return out
 

@@ -30,11 +30,12 @@ from scipy.stats import rankdata
 
 from tether.core.config import check
 from tether.lm.grpo.evaluate import eval_problems
+from tether.lm.grpo.inputs import as_tokenizer
 from tether.lm.grpo.rewards import REWARDS, RewardInput, RewardOptions, compute_rewards, reward_needs
-from tether.lm.grpo.tasks import SPLITS, TASKS, make_task, parse_answer
+from tether.lm.grpo.tasks import SPLITS, TASKS, Task, make_task
 from tether.lm.intrinsic.rewards import INTRINSIC
-from tether.lm.model.build import ModelSpec, build_policy
-from tether.lm.model.tokenizer import CharTokenizer, pad_left
+from tether.lm.model.build import ModelSpec, build_policy, model_tokenizer
+from tether.lm.model.tokenizer import Tokenizer, pad_left
 from tether.lm.rollout.engine import RolloutEngine
 
 __all__ = ["PriorCheckConfig", "mann_whitney_u", "auroc", "auroc_within", "prior_check", "run_prior_check"]
@@ -43,9 +44,10 @@ __all__ = ["PriorCheckConfig", "mann_whitney_u", "auroc", "auroc_within", "prior
 @dataclass(frozen=True)
 class PriorCheckConfig:
     model: str = "base:medium"
-    """Model directory (a saved TinyLM / HF model) or base:<name> for a shipped base."""
+    """Model directory (a saved TinyLM / HF model), base:<name> for a shipped base, or a pretrained model
+    (`smollm2`, a .gguf file), which brings its own tokenizer and chat template."""
     task: str = "running_sum"
-    """Task of the held-out prompts (running_sum, addition, modular_chain, linear_equation)."""
+    """Task of the held-out prompts (running_sum, addition, modular_chain, linear_equation, word_problems)."""
     difficulty: int = 2
     """Task difficulty knob."""
     samples: int = 8
@@ -115,7 +117,7 @@ def auroc_within(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> 
 
 
 @torch.no_grad()
-def sample_batch(policy, task, tok: CharTokenizer, cfg: PriorCheckConfig) -> RewardInput:
+def sample_batch(policy, task: Task, tok: Tokenizer, cfg: PriorCheckConfig) -> RewardInput:
     """K samples per held-out prompt, with the per-token statistics every requested reward needs."""
     problems = [p for p in eval_problems(task, cfg.split, cfg.n_prompts, seed=cfg.seed) for _ in range(cfg.samples)]
     group_ids = torch.arange(cfg.n_prompts).repeat_interleave(cfg.samples)
@@ -128,9 +130,9 @@ def sample_batch(policy, task, tok: CharTokenizer, cfg: PriorCheckConfig) -> Rew
     needs = tuple(dict.fromkeys(n for r in cfg.rewards for n in reward_needs(r, cfg.reward_opts) if n != "logp"))
     ids, mask, start = torch.cat([p_ids, out.tokens], 1), torch.cat([p_mask, out.mask], 1), p_ids.shape[1]
     parts = [policy.token_stats(ids[r], mask[r], start=start, temperature=cfg.temperature, stats=needs)
-             for r in torch.arange(len(problems)).split(256)]
+             for r in torch.arange(len(problems)).split(64)]
     stats = {k: torch.cat([p[k] for p in parts]).float() for k in parts[0]}
-    return RewardInput(problems, completions, [parse_answer(c) for c in completions], group_ids, out.tokens,
+    return RewardInput(problems, completions, [task.parse(c) for c in completions], group_ids, out.tokens,
                        out.mask, stats, cfg.reward_opts)
 
 
@@ -151,9 +153,10 @@ def summarise(batch: RewardInput, k: int) -> dict[str, float]:
 
 def prior_check(cfg: PriorCheckConfig) -> tuple[list[dict], dict]:
     """(one row per reward, summary). The random control is drawn from a fixed generator (seed)."""
-    tok = CharTokenizer()
+    spec = ModelSpec(path=cfg.model)
+    tok = as_tokenizer(model_tokenizer(spec))   # a pretrained model's own (chat) tokenizer, else the char one
     task = make_task(cfg.task, cfg.difficulty)
-    policy = build_policy(ModelSpec(path=cfg.model), tok, seed=cfg.seed)
+    policy = build_policy(spec, tok, seed=cfg.seed)
     policy.module.eval()
     batch = sample_batch(policy, task, tok, cfg)
     labels = np.array([a is not None and a == p.answer for a, p in zip(batch.parsed, batch.problems, strict=True)])

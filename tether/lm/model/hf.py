@@ -1,9 +1,9 @@
 """Hugging Face causal LMs behind the `Policy` protocol, optional LoRA, and tiny offline test models.
 
 `HFPolicy` wraps any `AutoModelForCausalLM` (or a peft-wrapped one) so the GRPO trainer drives it exactly
-as it drives `TinyLM`. For Llama/Qwen2/Mistral-layout models without adapters, `export_native` converts
-the weights to `TinyLM` layout (q/k/v and gate/up concatenated) so the rollout engine runs its fast native
-path on them; anything else falls back to the engine's `hf` backend.
+as it drives `TinyLM`. For Llama/Qwen2/Mistral-layout models, `export_native` converts the weights (LoRA
+adapters merged in) to `TinyLM` layout (q/k/v and gate/up concatenated) so the rollout engine runs its fast
+native path on them; anything else falls back to the engine's `hf` backend.
 
 `tiny_hf_model` builds a randomly initialised Qwen2 or Llama from a config: no download, works under
 `HF_HUB_OFFLINE=1`. Not owned here: training and sampling.
@@ -88,8 +88,30 @@ class HFPolicy:
         return hf_to_native(self.module)
 
 
+def merged_state_dict(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]] | None:
+    """The plain HF model under `model` and its weights with every LoRA adapter merged in (W + B A * scale), without
+    touching `model`; a model without adapters as it is. None for adapters that do not merge into one matrix
+    (DoRA, other peft methods)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    sd = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    for name, mod in base.named_modules():
+        if not hasattr(mod, "base_layer"):
+            continue
+        if not hasattr(mod, "get_delta_weight") or any(getattr(mod, "use_dora", {}).values()):
+            return None
+        with torch.no_grad():
+            delta = sum(mod.get_delta_weight(a) for a in mod.active_adapters if a in mod.lora_A)
+            sd[name + ".weight"] = mod.base_layer.weight + delta
+    return base, sd
+
+
 def hf_to_native(model: nn.Module) -> tuple[ModelConfig, dict[str, Tensor]] | None:
-    """`TinyLM` config + state dict for a Llama-layout HF model, or None when the layouts differ."""
+    """`TinyLM` config + state dict for a Llama-layout HF model (LoRA adapters merged), or None when the layouts
+    differ."""
+    merged = merged_state_dict(model)
+    if merged is None:
+        return None
+    model, sd = merged
     c = model.config
     rope = getattr(c, "rope_parameters", None) or {}
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
@@ -106,7 +128,6 @@ def hf_to_native(model: nn.Module) -> tuple[ModelConfig, dict[str, Tensor]] | No
                       n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, d_ff=c.intermediate_size,
                       max_seq_len=c.max_position_embeddings, rope_theta=float(rope.get("rope_theta", 10000.0)),
                       norm_eps=c.rms_norm_eps, qkv_bias=qkv_bias)
-    sd = model.state_dict()
     out = {"embed.weight": sd["model.embed_tokens.weight"], "norm": sd["model.norm.weight"]}
     for i in range(c.num_hidden_layers):
         p, a, m = f"model.layers.{i}.", f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."

@@ -51,14 +51,16 @@ def score_tokens(logits: Tensor, targets: Tensor, *, temperature: float = 1.0,
         logits: (B, T, V) raw logits predicting `targets`; upcast to float32 here.
         targets: (B, T) long.
     Returns:
-        {"logp": (B, T)} and one (B, T) entry per name in `stats` (see LOGIT_STATS), all on the same
-        temperature-scaled distribution.
+        {"logp": (B, T)} (differentiable) and one (B, T) entry per name in `stats` (see LOGIT_STATS; no gradient),
+        all on the same temperature-scaled distribution.
     """
     z = logits.float() / temperature if temperature != 1.0 else logits.float()
     logp_all = torch.log_softmax(z, dim=-1)                                         # (B, T, V)
     out = {"logp": logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)}
-    for name in stats:
-        out[name] = LOGIT_STATS.get(name)(z, logp_all)
+    # statistics are read, never differentiated (rewards, logging): no graph keeps their (B, T, V) temporaries
+    with torch.no_grad():
+        for name in stats:
+            out[name] = LOGIT_STATS.get(name)(z, logp_all)
     return out
 
 
