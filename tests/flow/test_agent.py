@@ -1,5 +1,6 @@
 """Shared agent pieces: the clipped critic gradient, BC-only training, the frozen reference."""
 
+import pytest
 import torch
 
 from tether.flow.agent import AgentConfig, BCAgent
@@ -48,4 +49,52 @@ def test_non_finite_step_is_skipped_whole_and_counted():
     assert all(torch.equal(before[k], v) for k, v in agent.state_dict().items())  # no optimiser / EMA step
     assert torch.equal(agent.dual_state.value, lam)  # and no dual step
     good = ChunkBatch(torch.zeros(16, 1), torch.rand(16, 2), ones, ones, ones, torch.zeros(16, 1))
-    assert float(agent.update(good)["grad/skipped_steps"]) == 1.0 and agent.guard.consecutive == 0
+    assert float(agent.update(good)["grad/skipped_steps"]) == 1.0 and float(agent.consecutive) == 0
+    assert not torch.equal(agent.dual_state.value, lam)  # a good step moves the dual again
+
+
+def test_consecutive_skips_stop_at_the_health_check():
+    """The skip decision stays on the device; the periodic health check raises after max_consecutive in a row."""
+    from tether.core.config import NonFiniteError
+
+    agent = QAMAgent(QAMConfig(), 1, 2, agent=TINY, seed=0)
+    ones = torch.ones(16)
+    bad = ChunkBatch(torch.zeros(16, 1), torch.rand(16, 2), ones * float("nan"), ones, ones, torch.zeros(16, 1))
+    for _ in range(agent.guard.max_consecutive):
+        agent.update(bad)  # the first update runs the check before the run is long enough: passes
+    with pytest.raises(NonFiniteError, match="5 consecutive non-finite steps"):
+        agent.check_health()
+
+
+def test_update_on_device_keeps_every_tensor_there(device):
+    """Agent, batch and metrics on `device`; a CPU batch is moved; act takes CPU observations."""
+    from tether.flow.trqam import TRQAMAgent, TRQAMConfig
+
+    agent = TRQAMAgent(TRQAMConfig(), 3, 2, agent=TINY, seed=0, device=device)
+    assert all(p.device.type == device for p in agent.state_dict().values())
+    ones = torch.ones(8)
+    m = agent.update(ChunkBatch(torch.randn(8, 3), torch.rand(8, 2), ones, ones, ones, torch.randn(8, 3)))
+    assert all(v.device.type == device and v.dim() == 0 for v in m.values())
+    assert agent.dual_state.value.device.type == device
+    assert agent.act(torch.zeros(4, 3)).device.type == device
+    state = agent.training_state()  # checkpoints are device-free
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_update_does_not_sync_with_the_host():
+    """Between two health checks an update issues no host sync (CUDA's sync debug mode raises on one)."""
+    from tether.flow.trqam import TRQAMAgent, TRQAMConfig
+
+    agent = TRQAMAgent(TRQAMConfig(), 3, 2, agent=TINY, seed=0, device="cuda")
+    ones = torch.ones(8, device="cuda")
+    batch = ChunkBatch(torch.randn(8, 3, device="cuda"), torch.rand(8, 2, device="cuda"), ones, ones, ones,
+                       torch.randn(8, 3, device="cuda"))
+    agent.update(batch)  # the first update runs the health check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            agent.update(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -208,6 +208,18 @@ def test_flow_train_rejects_bad_input_before_work(tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_flow_train_on_cuda_without_a_gpu_is_one_line_before_any_work(data_dir, tmp_path, capsys):
+    args = ["flow", "train", "--preset", "smoke", "--data-dir", str(data_dir), "--bc-dir", str(tmp_path / "bc"),
+            "--run.dir", str(tmp_path / "run")]
+    assert main(args + ["--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device cuda: CUDA is not available" in err[0], err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "bc").exists()
+    assert main(args + ["--device", "gpu"]) == 2
+    assert "'device': got 'gpu'" in capsys.readouterr().err
+
+
 def test_a_corrupted_dataset_file_is_one_clear_error(tmp_path):
     from tether.core.config import ConfigError
 

@@ -62,7 +62,7 @@ def gaussian_trqam(K: int, lam_eff: float, eta: float = 0.0, kl_budget: float = 
     nn.init.zeros_(residual.net[-1].weight)
     agent.slow_target = base
     agent.fast = Residual(base, residual)
-    agent.optimizer = torch.optim.Adam(residual.parameters(), lr=1e-3)
+    agent.set_trainable(list(residual.parameters()))
     return agent
 
 

@@ -11,6 +11,7 @@ critic TD + BC(slow) + actor loss -> one Adam step on their sum (clip-norm) -> E
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -18,17 +19,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tether.core.config import check, check_rate
+from tether.core.config import NonFiniteError, check, check_rate
 from tether.core.stability import NonFiniteGuard, clip_grad_norm
 from tether.flow.data import ChunkBatch
+from tether.flow.device import resolve_device
 from tether.flow.losses import critic_td, flow_matching_bc, ot_path, td_target
 from tether.flow.nets import CriticEnsemble, VelocityField, ema_update, frozen_copy
 from tether.flow.sampler import euler_sample
 
 FixedCritic = Callable[[Tensor, Tensor], Tensor]
-PARAM_CHECK_EVERY = 100
-"""Updates between the weight finiteness checks (each is one host sync), counted from the first update."""
 """Q(obs (B, S), actions (B, D)) -> (B,): a known critic (the toy); disables critic training."""
+PARAM_CHECK_EVERY = 100
+"""Updates between two health checks (weights finite, consecutive skips under the limit), counted from the first
+update: the only host sync of `update`, one per 100 updates."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class AgentConfig:
     """Global grad-norm clip; 0 disables it."""
     flow_steps: int = 10
     """Euler / SDE steps K (keep >= 10: fewer collapse QAM)."""
+    bf16: bool = False
+    """bfloat16 autocast of the update's network passes, fp32 master weights and optimiser (native on GPUs and on
+    CPUs with AVX512-BF16/AMX; emulated and several times slower on AVX2-only CPUs: docs/results/trqam.md)."""
 
     def __post_init__(self) -> None:
         check(self.horizon >= 1, "horizon", self.horizon, ">= 1")
@@ -79,20 +85,32 @@ class FlowAgent(nn.Module):
     """Base class: subclasses build their actor in `build_actor` and define `actor_loss` and `act`."""
 
     def __init__(self, cfg: AgentConfig, obs_dim: int, act_dim: int, *, seed: int = 0,
-                 reference: Reference = "ema", fixed_critic: FixedCritic | None = None):
+                 reference: Reference = "ema", fixed_critic: FixedCritic | None = None,
+                 device: str | torch.device = "cpu"):
         super().__init__()
+        self.device = resolve_device(device)  # a CUDA name without a GPU fails here, before any tensor is made
         self.cfg, self.obs_dim, self.act_dim = cfg, obs_dim, act_dim
         self.action_dim = act_dim * cfg.horizon  # D, the flattened chunk
         self.reference, self.fixed_critic = reference, fixed_critic
-        self.gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # parameter init
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        torch.manual_seed(seed)  # parameter init, on the CPU: the same initial weights on every device
         self.slow = VelocityField(obs_dim, self.action_dim, cfg.hidden, layer_norm=cfg.actor_layer_norm)
         self.slow_target = frozen_copy(self.slow)
         self.critic = CriticEnsemble(obs_dim, self.action_dim, cfg.critic_hidden, cfg.num_qs)
         self.critic_target = frozen_copy(self.critic)
         self.build_actor()
-        self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=cfg.lr)
+        self.to(self.device)
+        self.set_trainable([p for p in self.parameters() if p.requires_grad])
         self.guard, self.updates = NonFiniteGuard(lr_flag="--agent.lr"), 0  # non-finite loss/gradient: skipped
+        zero = torch.zeros((), device=self.device)
+        self.skipped, self.consecutive, self.worst_run = zero.clone(), zero.clone(), zero.clone()
+
+    def set_trainable(self, params: list[nn.Parameter]) -> None:
+        """The parameters the update trains, with a fresh optimiser over them. Fused Adam: one kernel over all
+        tensors, and its `found_inf` skips a non-finite step (and its step count) on the device, so the update
+        needs no host sync to decide."""
+        self.params = list(params)
+        self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.lr, fused=True)
 
     # -- hooks for the algorithm files ------------------------------------------------------------
     def build_actor(self) -> None:
@@ -100,19 +118,33 @@ class FlowAgent(nn.Module):
 
     def actor_loss(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar actor loss and detached metrics; plain BC has none."""
-        return torch.zeros(()), {}
+        return torch.zeros((), device=self.device), {}
 
-    def after_step(self, metrics: dict[str, Tensor]) -> None:
-        """Runs after the optimiser and EMA steps (TRQAM's dual step)."""
+    def after_step(self, metrics: dict[str, Tensor], applied: Tensor) -> None:
+        """Runs after the optimiser and EMA steps (TRQAM's dual step); `applied` (0-d bool) is False where the
+        step was skipped, and a state change must then be undone with torch.where (no host sync)."""
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
-        """Action chunks (B, D) in [-1, 1] for obs (B, S); the BC flow by default."""
+        """Action chunks (B, D) in [-1, 1] for obs (B, S) on any device, returned on the agent's device; the BC
+        flow by default."""
+        obs = obs.to(self.device)
         return euler_sample(self.slow, obs, self.noise(obs.shape[0]), self.cfg.flow_steps)
 
     # -- shared pieces ------------------------------------------------------------------------------
     def noise(self, n: int, *lead: int) -> Tensor:
-        return torch.randn(*lead, n, self.action_dim, generator=self.gen)
+        """Standard normal (*lead, n, D) from the agent's generator: with `uniform`, every random draw of an update."""
+        return torch.randn(*lead, n, self.action_dim, generator=self.gen, device=self.device)
+
+    def uniform(self, n: int) -> Tensor:
+        """U[0, 1) of shape (n, 1): the flow-matching times."""
+        return torch.rand(n, 1, generator=self.gen, device=self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of the network passes when `agent.bf16`; a no-op context otherwise."""
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @property
     def base(self) -> VelocityField:
@@ -147,7 +179,7 @@ class FlowAgent(nn.Module):
 
     def critic_loss(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:
         if self.fixed_critic is not None:
-            return torch.zeros(()), {}
+            return torch.zeros((), device=self.device), {}
         with torch.no_grad():
             next_q = self.q_values(batch.next_obs, self.next_actions(batch.next_obs), target=True)  # (N, B)
             y = td_target(next_q, batch.rewards, batch.masks, discount=self.cfg.discount ** self.cfg.horizon,
@@ -160,9 +192,9 @@ class FlowAgent(nn.Module):
     def bc_loss(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Flow-matching BC of the slow flow on the batch (skipped for a frozen reference)."""
         if self.reference == "frozen":
-            return torch.zeros(()), {}
+            return torch.zeros((), device=self.device), {}
         x0 = self.noise(batch.obs.shape[0])
-        t = torch.rand(x0.shape[0], 1, generator=self.gen)
+        t = self.uniform(x0.shape[0])
         xt, target = ot_path(x0, batch.actions, t)
         per_sample, _ = flow_matching_bc(self.slow(batch.obs, xt, t), target)  # (B,)
         loss = (per_sample * batch.valid).mean()
@@ -170,33 +202,55 @@ class FlowAgent(nn.Module):
 
     def update(self, batch: ChunkBatch) -> dict[str, Tensor]:
         """One gradient step on critic + BC + actor, then EMA targets, then `after_step`; a step whose loss or
-        gradient norm is not finite is skipped whole (no optimiser, EMA or dual step) and counted."""
-        critic_loss, metrics = self.critic_loss(batch)
-        bc_loss, m_bc = self.bc_loss(batch)
-        actor_loss, m_actor = self.actor_loss(batch)
-        total = critic_loss + bc_loss + actor_loss
+        gradient norm is not finite is skipped whole (no optimiser, EMA or dual step) and counted.
+
+        No host sync: the skip is decided on the device (fused Adam's `found_inf`, a zero EMA weight, torch.where
+        in the dual), metrics are 0-d tensors on the agent's device; every PARAM_CHECK_EVERY updates
+        `check_health` syncs once."""
+        batch = batch.to(self.device)
+        with self.autocast():
+            critic_loss, metrics = self.critic_loss(batch)
+            bc_loss, m_bc = self.bc_loss(batch)
+            actor_loss, m_actor = self.actor_loss(batch)
+            total = (critic_loss + bc_loss + actor_loss).float()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = clip_grad_norm(params, self.cfg.grad_clip or None)
-        applied = self.guard.ok(total.detach(), grad_norm, step=self.updates)
+        grad_norm = clip_grad_norm(self.params, self.cfg.grad_clip or None)
+        applied = torch.isfinite(total.detach()) & torch.isfinite(grad_norm)  # 0-d bool, on the device
+        skip = (~applied).float()
+        self.optimizer.found_inf = skip
+        self.optimizer.step()
         self.updates += 1
-        if applied:
-            self.optimizer.step()
-            if self.updates % PARAM_CHECK_EVERY == 1:  # finite gradients, non-finite weights (a huge lr): stop
-                self.check_finite()
-            ema_update(self.critic_target, self.critic, self.cfg.tau)
-            if self.reference == "ema":
-                ema_update(self.slow_target, self.slow, self.cfg.tau)
+        tau = self.cfg.tau * applied.float()  # a skipped step moves no target either
+        ema_update(self.critic_target, self.critic, tau)
+        if self.reference == "ema":
+            ema_update(self.slow_target, self.slow, tau)
+        self.skipped += skip
+        self.consecutive = (self.consecutive + 1) * skip
+        self.worst_run = torch.maximum(self.worst_run, self.consecutive)
         metrics = {**metrics, **m_bc, **m_actor, "loss/total": total.detach(), "grad/norm": grad_norm.detach(),
-                   "grad/skipped_steps": torch.tensor(float(self.guard.skipped))}
-        if applied:
-            self.after_step(metrics)
+                   "grad/skipped_steps": self.skipped.clone()}
+        self.after_step(metrics, applied)
+        if self.updates % PARAM_CHECK_EVERY == 1:  # finite gradients, non-finite weights (a huge lr): stop
+            self.check_health()
         return metrics
 
+    def check_health(self) -> None:
+        """Raise NonFiniteError if a weight is NaN/inf or `guard.max_consecutive` updates in a row were skipped
+        since the last check (one host sync; the loop also calls it before every save)."""
+        worst, consecutive, skipped = (int(v) for v in torch.stack([self.worst_run, self.consecutive,
+                                                                    self.skipped]).tolist())
+        self.guard.skipped, self.guard.consecutive = skipped, consecutive
+        self.worst_run = self.consecutive.clone()
+        if worst >= self.guard.max_consecutive:
+            raise NonFiniteError(
+                f"{worst} consecutive non-finite steps (loss or gradient norm), by step {self.updates}; lower "
+                f"{self.guard.lr_flag} or check the inputs, then resume from the last checkpoint with --run.resume.")
+        self.guard.check_params(self.params, step=self.updates)
+
     def check_finite(self) -> None:
-        """Raise NonFiniteError if any weight is NaN/inf (one host sync; the loop calls it before every save)."""
-        self.guard.check_params([p for g in self.optimizer.param_groups for p in g["params"]], step=self.updates)
+        """`check_health` (kept name: the loop calls it before every save)."""
+        self.check_health()
 
     def load_pretrained(self, velocity_state: dict[str, Tensor]) -> None:
         """Initialise slow, its target and every flow actor from a BC checkpoint (the TRQAM pipeline)."""
@@ -205,9 +259,10 @@ class FlowAgent(nn.Module):
                 getattr(self, name).load_state_dict(velocity_state)
 
     def training_state(self) -> dict:
-        """Everything needed to resume: weights, optimiser, RNG (subclasses add their duals)."""
-        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state(),
-                "guard": self.guard.state_dict(), "updates": self.updates}
+        """Everything needed to resume: weights, optimiser, RNG (subclasses add their duals); on the CPU."""
+        self.guard.skipped, self.guard.consecutive = int(self.skipped), int(self.consecutive)
+        return to_cpu({"model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                       "gen": self.gen.get_state(), "guard": self.guard.state_dict(), "updates": self.updates})
 
     def load_training_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
@@ -216,6 +271,20 @@ class FlowAgent(nn.Module):
         if "guard" in state:  # checkpoints written before the guard existed have none
             self.guard.load_state_dict(state["guard"])
             self.updates = state["updates"]
+            self.skipped.fill_(self.guard.skipped)
+            self.consecutive.fill_(self.guard.consecutive)
+            self.worst_run.fill_(self.guard.consecutive)
+
+
+def to_cpu(tree):
+    """A copy of a nest of dicts/lists with every tensor on the CPU (checkpoints are device-free)."""
+    if isinstance(tree, Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
 
 
 class BCAgent(FlowAgent):

@@ -7,7 +7,7 @@ s_{t+H}). Knows nothing about environments: the training loop appends what an en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -30,21 +30,31 @@ class ChunkBatch:
     next_obs: Tensor
     """(B, S) state after the last valid step of the chunk."""
 
+    def to(self, device: torch.device | str) -> ChunkBatch:
+        """This batch on `device` (itself when already there: no copy)."""
+        if all(getattr(self, f.name).device == torch.device(device) for f in fields(self)):
+            return self
+        async_copy = torch.device(device).type == "cuda"  # host -> GPU may overlap; GPU -> host must not
+        return ChunkBatch(*(getattr(self, f.name).to(device, non_blocking=async_copy) for f in fields(self)))
+
 
 class ReplayBuffer:
     """Flat transitions in growable tensors; starts as the offline dataset, then receives online data.
 
     `ends[i]` marks the last transition of an episode (terminal or time-out); `terminals[i]` only true ends.
     Sampling is uniform over all stored transitions, as in the official code (no balanced sampling).
+    The storage lives on `device` (the agent's): batches are gathered there, with no host round trip. The start
+    indices come from the caller's CPU generator, so a run samples the same chunks on every device.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int):
-        self.obs = torch.zeros(capacity, obs_dim)
-        self.next_obs = torch.zeros(capacity, obs_dim)
-        self.actions = torch.zeros(capacity, act_dim)
-        self.rewards = torch.zeros(capacity)
-        self.terminals = torch.zeros(capacity, dtype=torch.bool)
-        self.ends = torch.zeros(capacity, dtype=torch.bool)
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, *, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.obs = torch.zeros(capacity, obs_dim, device=self.device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=self.device)
+        self.actions = torch.zeros(capacity, act_dim, device=self.device)
+        self.rewards = torch.zeros(capacity, device=self.device)
+        self.terminals = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        self.ends = torch.zeros(capacity, dtype=torch.bool, device=self.device)
         self.size = 0
 
     def add(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminal: Tensor, end: Tensor) -> None:
@@ -53,18 +63,22 @@ class ReplayBuffer:
         if self.size + n > self.obs.shape[0]:
             raise ValueError(f"replay buffer full: size {self.size} + {n} > capacity {self.obs.shape[0]}")
         sl = slice(self.size, self.size + n)
-        self.obs[sl], self.actions[sl], self.rewards[sl] = obs, action, reward
-        self.next_obs[sl], self.terminals[sl], self.ends[sl] = next_obs, terminal.bool(), end.bool()
+        dev = self.device
+        self.obs[sl], self.actions[sl], self.rewards[sl] = obs.to(dev), action.to(dev), reward.to(dev)
+        self.next_obs[sl], self.terminals[sl], self.ends[sl] = next_obs.to(dev), terminal.to(dev).bool(), end.to(
+            dev).bool()
         self.size += n
 
     def sample(self, batch_size: int, horizon: int, discount: float, generator: torch.Generator) -> ChunkBatch:
-        """Uniform chunk starts over all stored transitions."""
-        return self.chunks(torch.randint(0, self.size, (batch_size,), generator=generator), horizon, discount)
+        """Uniform chunk starts over all stored transitions (drawn by the CPU `generator`)."""
+        start = torch.randint(0, self.size, (batch_size,), generator=generator)
+        return self.chunks(start.to(self.device, non_blocking=self.device.type == "cuda"), horizon, discount)
 
     def chunks(self, start: Tensor, horizon: int, discount: float) -> ChunkBatch:
         """Chunks beginning at `start` (B,); steps after an episode end are masked out of reward and validity."""
         batch_size = start.shape[0]
-        offs = torch.arange(horizon)  # (H,)
+        start = start.to(self.device)
+        offs = torch.arange(horizon, device=self.device)  # (H,)
         idx = (start[:, None] + offs).clamp(max=self.size - 1)  # (B, H)
         ends = self.ends[idx]  # (B, H)
         # step j is inside the episode iff no end occurred at steps < j

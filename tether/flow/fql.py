@@ -41,11 +41,11 @@ class FQLAgent(FlowAgent):
     """FQL agent: BC flow (teacher), one-step policy (actor), critic ensemble."""
 
     def __init__(self, cfg: FQLConfig, obs_dim: int, act_dim: int, *, agent: AgentConfig | None = None, seed: int = 0,
-                 fixed_critic=None):
+                 fixed_critic=None, device: str = "cpu"):
         """`cfg`: FQL's own hyper-parameters; `agent`: networks and optimisation (shared by every method)."""
         self.fcfg = cfg
         super().__init__(agent or AgentConfig(), obs_dim, act_dim, seed=seed, reference="ema",
-                         fixed_critic=fixed_critic)
+                         fixed_critic=fixed_critic, device=device)
 
     def build_actor(self) -> None:
         self.onestep = OneStepPolicy(self.obs_dim, self.action_dim, self.cfg.hidden,
@@ -53,6 +53,7 @@ class FQLAgent(FlowAgent):
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
+        obs = obs.to(self.device)
         return self.onestep(obs, self.noise(obs.shape[0])).clamp(-1.0, 1.0)
 
     def actor_loss(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:

@@ -40,33 +40,35 @@ METHODS: Registry[Builder] = Registry("method")
 
 @METHODS.register("bc")
 def _bc(hp: MethodSections, agent: AgentConfig, obs_dim: int, act_dim: int, *, seed: int,
-        fixed_critic: FixedCritic | None, bc_reference: Reference) -> FlowAgent:
-    return BCAgent(agent, obs_dim, act_dim, seed=seed, reference=bc_reference)
+        fixed_critic: FixedCritic | None, bc_reference: Reference, device: str) -> FlowAgent:
+    return BCAgent(agent, obs_dim, act_dim, seed=seed, reference=bc_reference, device=device)
 
 
 @METHODS.register("fql")
 def _fql(hp: MethodSections, agent: AgentConfig, obs_dim: int, act_dim: int, *, seed: int,
-         fixed_critic: FixedCritic | None, bc_reference: Reference) -> FlowAgent:
-    return FQLAgent(hp.fql, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic)
+         fixed_critic: FixedCritic | None, bc_reference: Reference, device: str) -> FlowAgent:
+    return FQLAgent(hp.fql, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic, device=device)
 
 
 @METHODS.register("qam")
 def _qam(hp: MethodSections, agent: AgentConfig, obs_dim: int, act_dim: int, *, seed: int,
-         fixed_critic: FixedCritic | None, bc_reference: Reference) -> FlowAgent:
-    return QAMAgent(hp.qam, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic)
+         fixed_critic: FixedCritic | None, bc_reference: Reference, device: str) -> FlowAgent:
+    return QAMAgent(hp.qam, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic, device=device)
 
 
 @METHODS.register("trqam")
 def _trqam(hp: MethodSections, agent: AgentConfig, obs_dim: int, act_dim: int, *, seed: int,
-           fixed_critic: FixedCritic | None, bc_reference: Reference) -> FlowAgent:
-    return TRQAMAgent(hp.trqam, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic)
+           fixed_critic: FixedCritic | None, bc_reference: Reference, device: str) -> FlowAgent:
+    return TRQAMAgent(hp.trqam, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic, device=device)
 
 
 def build_agent(method: str, hp: MethodSections, agent: AgentConfig, obs_dim: int, act_dim: int, *, seed: int = 0,
-                fixed_critic: FixedCritic | None = None, bc_reference: Reference = "ema") -> FlowAgent:
-    """The agent of `method` with the hyper-parameters of its section of `hp` and the networks of `agent`."""
+                fixed_critic: FixedCritic | None = None, bc_reference: Reference = "ema",
+                device: str = "cpu") -> FlowAgent:
+    """The agent of `method` with the hyper-parameters of its section of `hp` and the networks of `agent`, on
+    `device` ('cpu', 'cuda', 'cuda:N', 'auto')."""
     return METHODS.get(method)(hp, agent, obs_dim, act_dim, seed=seed, fixed_critic=fixed_critic,
-                               bc_reference=bc_reference)
+                               bc_reference=bc_reference, device=device)
 
 
 def with_hparams(cfg: Any, **flat: Any) -> Any:

@@ -111,10 +111,11 @@ class CriticEnsemble(nn.Module):
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """Polyak average: target <- tau * online + (1 - tau) * target (tau = 0.005 in FQL/QAM/TRQAM)."""
-    for p_t, p in zip(target.parameters(), online.parameters(), strict=True):
-        p_t.lerp_(p, tau)
+def ema_update(target: nn.Module, online: nn.Module, tau: float | Tensor) -> None:
+    """Polyak average: target <- tau * online + (1 - tau) * target (tau = 0.005 in FQL/QAM/TRQAM).
+
+    One foreach lerp over all tensors; `tau` may be a 0-d tensor on the device (0 for a skipped step, no sync)."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

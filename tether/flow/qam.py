@@ -46,11 +46,11 @@ class QAMAgent(FlowAgent):
     """QAM agent: slow (BC) flow + EMA reference, fast (fine-tuned) flow, critic ensemble."""
 
     def __init__(self, cfg: QAMConfig, obs_dim: int, act_dim: int, *, agent: AgentConfig | None = None, seed: int = 0,
-                 fixed_critic=None):
+                 fixed_critic=None, device: str = "cpu"):
         """`cfg`: QAM's own hyper-parameters; `agent`: networks and optimisation (shared by every method)."""
         self.qcfg = cfg
         super().__init__(agent or AgentConfig(), obs_dim, act_dim, seed=seed, reference=cfg.reference,
-                         fixed_critic=fixed_critic)
+                         fixed_critic=fixed_critic, device=device)
 
     def build_actor(self) -> None:
         self.fast = VelocityField(self.obs_dim, self.action_dim, self.cfg.hidden, layer_norm=self.cfg.actor_layer_norm)
@@ -58,6 +58,7 @@ class QAMAgent(FlowAgent):
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """ODE (not SDE) sample of the fast flow, clipped (as the official code): acting, TD targets and evaluation."""
+        obs = obs.to(self.device)
         return euler_sample(self.fast, obs, self.noise(obs.shape[0]), self.cfg.flow_steps)
 
     def temperature_terms(self, g: Tensor) -> tuple[Tensor, float]:
@@ -66,7 +67,8 @@ class QAMAgent(FlowAgent):
 
     def actor_loss(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:
         obs, K = batch.obs, self.cfg.flow_steps
-        xs, ts, x_final = memoryless_rollout(self.fast, self.base, obs, self.noise(obs.shape[0]), K, generator=self.gen)
+        n = obs.shape[0]
+        xs, ts, x_final = memoryless_rollout(self.fast, self.base, obs, self.noise(n), K, draw=lambda: self.noise(n))
         grad_q = self.q_grad(obs, x_final)  # (B, D)
         g2 = memoryless_g2(ts, 1.0 / K)  # (K,)
         sigma, adj_scale = self.temperature_terms(g2.sqrt())

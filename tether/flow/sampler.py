@@ -34,15 +34,16 @@ def euler_sample(v: Velocity, obs: Tensor, noise: Tensor, steps: int, *, clip: b
     """
     x = noise
     h = 1.0 / steps
-    for t in time_grid(steps, like=noise).tolist():
-        x = x + h * v(obs, x, torch.full_like(x[..., :1], t))
+    ts = time_grid(steps, like=noise)  # stays on the device: no host sync per step
+    for k in range(steps):
+        x = x + h * v(obs, x, ts[k].expand(x[..., :1].shape))
     return x.clamp(-1.0, 1.0) if clip else x
 
 
 @torch.no_grad()
 def memoryless_rollout(
     v_fast: Velocity, v_base: Velocity, obs: Tensor, noise: Tensor, steps: int, *,
-    generator: torch.Generator | None = None
+    generator: torch.Generator | None = None, draw: Callable[[], Tensor] | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Memoryless SDE rollout of the fine-tuned flow (arXiv:2409.08861, as in the QAM/TRQAM code).
 
@@ -50,6 +51,8 @@ def memoryless_rollout(
     X_K     = X_{K-1} + h v_base(X_{K-1}, t_{K-1})                               (noiseless last step).
 
     obs (B, S), noise = X_0 (B, D). Returns xs = X_0..X_{K-1} (K, B, D), ts (K,), and X_K (B, D) unclipped.
+    eps comes from `draw()` (the agent's `noise`, so that every draw of an update has one source) or else from
+    `generator`; both give the same stream for the same generator.
     """
     h = 1.0 / steps
     ts = time_grid(steps, like=noise)
@@ -57,9 +60,10 @@ def memoryless_rollout(
     x, xs = noise, []
     for k in range(steps):
         xs.append(x)
-        t = torch.full_like(x[..., :1], float(ts[k]))
+        t = ts[k].expand(x[..., :1].shape)
         if k < steps - 1:
-            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            eps = draw() if draw is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                                                device=x.device)
             x = x + h * (2.0 * v_fast(obs, x, t) - x / (t + h)) + h**0.5 * g[k] * eps
         else:
             x = x + h * v_base(obs, x, t)
@@ -75,11 +79,12 @@ def lean_adjoint(v_base: Velocity, obs: Tensor, xs: Tensor, ts: Tensor, terminal
     """
     steps = xs.shape[0]
     h = 1.0 / steps
+    t_next = (ts.double() + h).to(ts.dtype)  # t_k + h rounded once, as float(ts[k]) + h was; no host sync
     adj, out = terminal.detach(), [None] * steps
     for k in reversed(range(steps)):
         with torch.enable_grad():
             x = xs[k].detach().requires_grad_(True)
-            t = torch.full_like(x[..., :1], float(ts[k]) + h)
+            t = t_next[k].expand(x[..., :1].shape)
             drift = 2.0 * v_base(obs, x, t) - x / t  # (B, D)
             (vjp,) = torch.autograd.grad(drift, x, grad_outputs=adj)
         adj = adj + h * vjp

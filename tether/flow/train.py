@@ -70,7 +70,7 @@ def evaluate(agent: FlowAgent, env: Env, episodes: int, *, seed: int) -> dict[st
         obs, _ = env.reset(seed=seed + ep)
         total, done, info = 0.0, False, {}
         while not done:
-            chunk = agent.act(obs[None])[0].view(agent.cfg.horizon, agent.act_dim)
+            chunk = agent.act(obs[None])[0].cpu().view(agent.cfg.horizon, agent.act_dim)  # the env steps on the host
             for a in chunk:
                 obs, r, term, trunc, info = env.step(a)
                 total, done = total + r, term or trunc
@@ -92,7 +92,7 @@ class OnlineCollector:
         if self.obs is None:
             self.obs, _ = self.env.reset(seed=self.seed + 10_000 + self.episode)
         if not self.queue:
-            self.queue = list(agent.act(self.obs[None])[0].view(agent.cfg.horizon, agent.act_dim))
+            self.queue = list(agent.act(self.obs[None])[0].cpu().view(agent.cfg.horizon, agent.act_dim))
         a = self.queue.pop(0)
         nxt, r, term, trunc, info = self.env.step(a)
         buffer.add(self.obs[None], a[None], torch.tensor([r]), nxt[None], torch.tensor([term]),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from tether.core.config import check
@@ -72,12 +73,12 @@ class TRQAMAgent(QAMAgent):
     """QAM with a KL-budgeted trust region. Owns the dual state (checkpointed with the agent)."""
 
     def __init__(self, cfg: TRQAMConfig, obs_dim: int, act_dim: int, *, agent: AgentConfig | None = None, seed: int = 0,
-                 fixed_critic=None):
+                 fixed_critic=None, device: str = "cpu"):
         """`cfg`: TRQAM's own hyper-parameters; `agent`: networks and optimisation (shared by every method)."""
         self.tcfg, self.dual = cfg, cfg.dual()
-        self.dual_state: DualState = self.dual.init_state()
         qcfg = QAMConfig(beta=0.0, reference=cfg.reference)  # beta unused: see temperature_terms
-        super().__init__(qcfg, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic)
+        super().__init__(qcfg, obs_dim, act_dim, agent=agent, seed=seed, fixed_critic=fixed_critic, device=device)
+        self.dual_state: DualState = on_device(self.dual.init_state(), self.device)
 
     @property
     def lambda_eff(self) -> Tensor:
@@ -88,16 +89,23 @@ class TRQAMAgent(QAMAgent):
         """sigma_k = g_k / sqrt(lambda_eff) and a lambda-free terminal adjoint -grad Q."""
         return g / self.lambda_eff.clamp_min(1e-8).sqrt(), 1.0
 
-    def after_step(self, metrics: dict[str, Tensor]) -> None:
-        """Projected dual step on the KL measured in this update's forward pass."""
-        self.dual_state = self.dual.update(self.dual_state, metrics["kl/path"])
+    def after_step(self, metrics: dict[str, Tensor], applied: Tensor) -> None:
+        """Projected dual step on the KL measured in this update's forward pass (none for a skipped step)."""
+        new = self.dual.update(self.dual_state, metrics["kl/path"])
+        self.dual_state = DualState(**{k: torch.where(applied, v, getattr(self.dual_state, k))
+                                       for k, v in new.state_dict().items()})
         metrics["dual/trqam/lambda"] = self.lambda_eff.detach()
         metrics["kl/path_ema"] = self.dual_state.smoothed.float()
         metrics["dual/trqam/violation"] = self.dual_state.violation.float()
 
     def training_state(self) -> dict:
-        return {**super().training_state(), "dual": self.dual_state.state_dict()}
+        return {**super().training_state(), "dual": {k: v.cpu() for k, v in self.dual_state.state_dict().items()}}
 
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
-        self.dual_state = DualState.from_state_dict(state["dual"])
+        self.dual_state = on_device(DualState.from_state_dict(state["dual"]), self.device)
+
+
+def on_device(state: DualState, device: torch.device) -> DualState:
+    """The dual's 0-d float64 tensors on the agent's device (its step then needs no host sync)."""
+    return DualState(**{k: v.to(device) for k, v in state.state_dict().items()})

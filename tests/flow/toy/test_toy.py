@@ -30,6 +30,19 @@ def test_tiny_toy_run_reports_the_issue_keys(method):
     assert 0 <= d["on_support"] <= 1 and d["samples"].shape == (4000, 2)
 
 
+@pytest.mark.parametrize("method", ["fql", "trqam"])
+def test_tiny_toy_run_on_each_device(method, device):
+    """The same code path on every device: a CUDA run reports the same keys, with CPU samples for the plots."""
+    d = run_toy_dict(ToyConfig(method=method, critic="learned", steps=4, bc_steps=4, width=16, batch_size=32,
+                               device=device))
+    assert KEYS <= d.keys() and d["samples"].device.type == "cpu"
+
+
+def test_toy_bf16_autocast_runs_and_keeps_weights_fp32():
+    d = run_toy_dict(ToyConfig(method="trqam", steps=4, bc_steps=4, width=16, batch_size=32, bf16=True))
+    assert KEYS <= d.keys() and d["samples"].dtype == torch.float32
+
+
 def test_learned_critic_variant_trains_a_critic():
     d = run_toy_dict(ToyConfig(method="trqam", critic="learned", steps=8, bc_steps=20, width=16, batch_size=32))
     assert d["realised_kl"] is not None and d["realised_kl"] >= 0
@@ -38,6 +51,8 @@ def test_learned_critic_variant_trains_a_critic():
 def test_toy_config_validation():
     with pytest.raises(ConfigError, match="method"):
         ToyConfig(method="sac")
+    with pytest.raises(ConfigError, match="'device': got 'gpu'"):
+        ToyConfig(device="gpu")
     with pytest.raises(ConfigError, match="kl_budget"):
         with_hparams(ToyConfig(), kl_budget=-1.0)
 

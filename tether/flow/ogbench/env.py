@@ -74,8 +74,8 @@ def sparse_reward(r: np.ndarray | float) -> np.ndarray | float:
 
 
 def load_buffer(task: Task, data_dir: str | Path, *, reward: Reward, extra_capacity: int = 0,
-                split: Literal["train", "val"] = "train") -> ReplayBuffer:
-    """The relabelled dataset as a replay buffer with room for `extra_capacity` online transitions."""
+                split: Literal["train", "val"] = "train", device: torch.device | str = "cpu") -> ReplayBuffer:
+    """The relabelled dataset as a replay buffer on `device` with room for `extra_capacity` online transitions."""
     quiet_mujoco()
     import ogbench
 
@@ -88,7 +88,7 @@ def load_buffer(task: Task, data_dir: str | Path, *, reward: Reward, extra_capac
     d = train if split == "train" else val
     rewards = sparse_reward(d["rewards"]) if reward == "sparse" else d["rewards"]
     n, t = len(d["observations"]), torch.from_numpy
-    buf = ReplayBuffer(d["observations"].shape[1], d["actions"].shape[1], n + extra_capacity)
+    buf = ReplayBuffer(d["observations"].shape[1], d["actions"].shape[1], n + extra_capacity, device=device)
     buf.add(t(d["observations"]), t(d["actions"]), t(np.asarray(rewards, np.float32)), t(d["next_observations"]),
             terminal=t(d["masks"] == 0), end=t(d["terminals"] > 0))
     return buf
@@ -173,7 +173,7 @@ class ParallelEvaluator:
         while obs:
             live = sorted(obs)
             chunks = act(torch.as_tensor(np.stack([obs[j] for j in live]), dtype=torch.float32))
-            chunks = chunks.view(len(live), horizon, act_dim).clamp(-1, 1).numpy()  # (B, H, A)
+            chunks = chunks.view(len(live), horizon, act_dim).clamp(-1, 1).cpu().numpy()  # (B, H, A), one copy
             for h in range(horizon):
                 running = {j: chunks[i, h] for i, j in enumerate(live) if j in obs}
                 if not running:

@@ -27,6 +27,7 @@ from tether.core.rundir import RunConfig, RunDir, read_jsonl, write_json_atomic
 from tether.core.seeding import generator
 from tether.flow.agent import AgentConfig, BCAgent
 from tether.flow.data import ReplayBuffer
+from tether.flow.device import check_device_name, resolve_device
 from tether.flow.fql import FQLConfig
 from tether.flow.methods import METHODS, Method, build_agent
 from tether.flow.ogbench.data import sha256
@@ -71,8 +72,12 @@ class OGBenchConfig:
     """Episode time limit of the evaluation and online envs; 0 = OGBench's (scene 750, puzzle/cube-double 500)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run directory, seed, logging and checkpoint cadence."""
+    device: str = "cpu"
+    """Where the agent, its replay buffer and every update run: 'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when a GPU
+    is visible, else cpu). A resumed run must use the device it started on."""
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         Task.parse(self.task)  # raises naming the bad task name
         require("ogbench", "mujoco", "gymnasium", purpose="tether flow train (OGBench's environments)")
         check(self.method in METHODS, "method", self.method, METHODS.names())
@@ -108,7 +113,8 @@ def pretrained_bc(cfg: OGBenchConfig, buffer: ReplayBuffer, digest: str) -> dict
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (path / STATE_FILE).exists():
-            agent = BCAgent(cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed)
+            agent = BCAgent(cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed,
+                            device=buffer.device)
             gen = generator(cfg.run.seed, "bc")
             start, losses = time.perf_counter(), []
             with progress(cfg.bc_steps, "BC pretraining") as bar:
@@ -133,13 +139,16 @@ def summarize(run: RunDir, offline_steps: int, seconds: float) -> dict:
 
 
 def run_train(cfg: OGBenchConfig) -> int:
+    device = resolve_device(cfg.device)  # `--device cuda` without a GPU: one line, before any work or file
     task = Task.parse(cfg.task)
     data_file = task.dataset_file(cfg.data_dir)  # clear error before any work
     start = time.perf_counter()
     # the dataset loads (and a corrupt file is refused) before the run directory is touched
-    buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=cfg.schedule.online_steps)
+    buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=cfg.schedule.online_steps,
+                         device=device)
     run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
-    agent = build_agent(cfg.method, cfg, cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed)
+    agent = build_agent(cfg.method, cfg, cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed,
+                        device=device)
     if cfg.bc_steps and not cfg.run.resume:
         agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))
     s = cfg.schedule

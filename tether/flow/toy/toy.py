@@ -24,6 +24,7 @@ from tether.core.config import check
 from tether.core.progress import progress
 from tether.flow.agent import AgentConfig, BCAgent, FlowAgent
 from tether.flow.data import ChunkBatch
+from tether.flow.device import check_device_name, resolve_device
 from tether.flow.fql import FQLConfig
 from tether.flow.losses import path_kl
 from tether.flow.methods import METHODS, Method
@@ -68,8 +69,13 @@ class ToyConfig:
     """Seed of BC pretraining, fine-tuning and evaluation."""
     json: bool = False
     """Print one JSON object instead of a table."""
+    bf16: bool = False
+    """bfloat16 autocast of the updates (fp32 weights); off by default: emulated and slow on AVX2-only CPUs."""
+    device: str = "cpu"
+    """Where the agent and its updates run: 'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when a GPU is visible)."""
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         check(self.method in METHODS, "method", self.method, METHODS.names())
         check(self.critic in ("misspecified", "learned"), "critic", self.critic, "'misspecified' or 'learned'")
         check(self.steps >= 0 and self.bc_steps >= 0, "steps", (self.steps, self.bc_steps), ">= 0")
@@ -77,19 +83,19 @@ class ToyConfig:
               ">= 1 / >= 2")
 
 
-def modes() -> Tensor:
-    ang = torch.arange(6) * 2 * math.pi / 6
+def modes(device: torch.device | str = "cpu") -> Tensor:
+    ang = torch.arange(6, device=device) * 2 * math.pi / 6
     return RADIUS * torch.stack([ang.cos(), ang.sin()], dim=1)  # (6, 2)
 
 
 def true_reward(a: Tensor) -> Tensor:
-    """r(a) (..., 2) -> (...)."""
-    d2 = (a.unsqueeze(-2) - modes()).square().sum(-1)  # (..., 6)
-    return (torch.tensor(WEIGHTS) * torch.exp(-d2 / (2 * REWARD_WIDTH**2))).sum(-1)
+    """r(a) (..., 2) -> (...), on a's device."""
+    d2 = (a.unsqueeze(-2) - modes(a.device)).square().sum(-1)  # (..., 6)
+    return (torch.tensor(WEIGHTS, device=a.device) * torch.exp(-d2 / (2 * REWARD_WIDTH**2))).sum(-1)
 
 
 def support_distance(a: Tensor) -> Tensor:
-    return (a.unsqueeze(-2) - modes()).norm(dim=-1).min(dim=-1).values  # (...)
+    return (a.unsqueeze(-2) - modes(a.device)).norm(dim=-1).min(dim=-1).values  # (...)
 
 
 def critic_hat(a: Tensor, *, critic_error: float, q_scale: float) -> Tensor:
@@ -105,14 +111,15 @@ def behaviour_actions(n: int, generator: torch.Generator) -> Tensor:
 
 def agent_config(cfg: ToyConfig, lr: float) -> AgentConfig:
     w = (cfg.width,) * 3
-    return AgentConfig(horizon=1, hidden=w, critic_hidden=w, num_qs=2, rho=0.5, lr=lr, flow_steps=10)
+    return AgentConfig(horizon=1, hidden=w, critic_hidden=w, num_qs=2, rho=0.5, lr=lr, flow_steps=10, bf16=cfg.bf16)
 
 
 @functools.lru_cache(maxsize=8)
-def pretrained_flow(seed: int, width: int, bc_steps: int, batch_size: int) -> dict[str, Tensor]:
-    """BC flow on the ring (lr 1e-3); cached so sweeps share one base per seed."""
-    cfg = ToyConfig(width=width, bc_steps=bc_steps, batch_size=batch_size, seed=seed)
-    agent = BCAgent(agent_config(cfg, 1e-3), 0, 2, seed=seed, reference="ema")
+def pretrained_flow(seed: int, width: int, bc_steps: int, batch_size: int, device: str = "cpu",
+                    bf16: bool = False) -> dict[str, Tensor]:
+    """BC flow on the ring (lr 1e-3); cached so sweeps share one base per seed (and device / precision)."""
+    cfg = ToyConfig(width=width, bc_steps=bc_steps, batch_size=batch_size, seed=seed, bf16=bf16)
+    agent = BCAgent(agent_config(cfg, 1e-3), 0, 2, seed=seed, reference="ema", device=device)
     g = torch.Generator().manual_seed(seed + 1000)
     with progress(bc_steps, "toy BC pretraining") as bar:  # stderr: `tether flow toy --json` keeps stdout clean
         for _ in range(bc_steps):
@@ -132,9 +139,10 @@ def build_agent(cfg: ToyConfig) -> FlowAgent:
     fixed = None
     if cfg.critic == "misspecified":
         fixed = lambda obs, a: critic_hat(a, critic_error=cfg.critic_error, q_scale=cfg.q_scale)  # noqa: E731
+    device = str(resolve_device(cfg.device))
     agent = build_agent_of(cfg.method, cfg, agent_config(cfg, 3e-4), 0, 2, seed=cfg.seed, fixed_critic=fixed,
-                           bc_reference="frozen")
-    agent.load_pretrained(pretrained_flow(cfg.seed, cfg.width, cfg.bc_steps, cfg.batch_size))
+                           bc_reference="frozen", device=device)
+    agent.load_pretrained(pretrained_flow(cfg.seed, cfg.width, cfg.bc_steps, cfg.batch_size, device, cfg.bf16))
     return agent
 
 
@@ -168,7 +176,7 @@ def evaluate(cfg: ToyConfig, agent: FlowAgent, n: int = 4000) -> dict[str, float
     """The toy metrics on n ODE samples (the one-step policy for FQL)."""
     torch.manual_seed(cfg.seed + 3000)
     agent.gen.manual_seed(cfg.seed + 3000)
-    a = agent.act(torch.zeros(n, 0))
+    a = agent.act(torch.zeros(n, 0))  # on the agent's device
     out = {
         "true_reward": float(true_reward(a).mean()),
         "believed_q": float(critic_hat(a, critic_error=cfg.critic_error, q_scale=cfg.q_scale).mean()),
@@ -176,7 +184,7 @@ def evaluate(cfg: ToyConfig, agent: FlowAgent, n: int = 4000) -> dict[str, float
         "realised_kl": 0.0 if cfg.method == "bc" else None,
     }
     if isinstance(agent, QAMAgent):
-        obs = torch.zeros(n, 0)
+        obs = torch.zeros(n, 0, device=agent.device)
         xs, ts, _ = memoryless_rollout(agent.fast, agent.base, obs, agent.noise(n), 10, generator=agent.gen)
         tk = ts.view(-1, 1, 1).expand(10, n, 1)
         delta = agent.fast(obs.expand(10, n, 0), xs, tk) - agent.base(obs.expand(10, n, 0), xs, tk)
@@ -192,7 +200,7 @@ def run_toy_dict(cfg: ToyConfig) -> dict:
     metrics = evaluate(cfg, agent)
     tail = kls[int(0.8 * len(kls)):]
     agent.gen.manual_seed(cfg.seed + 4000)
-    samples = agent.act(torch.zeros(4000, 0))
+    samples = agent.act(torch.zeros(4000, 0)).cpu()  # for the plots
     lam = float(agent.lambda_eff) if isinstance(agent, TRQAMAgent) else None
     return {
         "method": cfg.method, **metrics, "lambda": lam,
