@@ -76,7 +76,10 @@ def test_bad_configs_name_the_field():
         CorrectionConfig(band_low=6.0)
     with pytest.raises(ConfigError, match="lambda_init"):
         CorrectionConfig(lambda_init=2.0)
-    assert set(CORRECTIONS.names()) == {"none", "tis_token", "tis_seq", "mis_token", "mis_seq", "icepop", "dcmdp"}
+    with pytest.raises(ConfigError, match="correction.geo_threshold"):
+        CorrectionConfig(geo_threshold=0.9)
+    assert set(CORRECTIONS.names()) == {"none", "tis_token", "tis_seq", "mis_token", "mis_seq", "geo_rs", "icepop",
+                                        "dcmdp"}
 
 
 def test_weights_are_detached():
@@ -86,3 +89,45 @@ def test_weights_are_detached():
                           CorrectionConfig(name="tis_token"))
     assert not c.weight.requires_grad
     assert math.isfinite(c.weight.sum().item())
+
+
+def _extreme(T=40):
+    # 40 tokens each at log r = +60 (clamped to +20 per token): an unclamped sum is exp(800) = inf in float32
+    train = torch.zeros(2, T)
+    roll = torch.full((2, T), -60.0)
+    roll[1] = 0.0                                    # sequence 1: no mismatch
+    return CorrectionInputs(train, roll, torch.ones(2, T, dtype=torch.bool), torch.tensor([0, 0]), 1.0)
+
+
+@pytest.mark.parametrize("name", ["tis_seq", "mis_seq", "geo_rs", "tis_token", "mis_token", "icepop"])
+def test_extreme_log_ratios_give_finite_weights_and_loss(name):
+    c = apply_corrections(_extreme(), CorrectionConfig(name=name))
+    assert torch.isfinite(c.weight).all(), name
+    per_token = torch.ones(2, 40) * c.weight * c.keep           # what the trainer multiplies the PPO loss by
+    assert torch.isfinite(per_token).all() and not per_token.isnan().any(), name
+
+
+def test_sequence_ratio_is_clamped_after_the_sum():
+    from tether.lm.dcmdp.corrections import seq_log_ratio
+
+    assert seq_log_ratio(_extreme()).tolist() == [20.0, 0.0]
+    m = apply_corrections(_extreme(), CorrectionConfig(name="mis_seq"))
+    assert not m.keep[0].any() and m.keep[1].all() and (m.weight[0] == 0).all()
+
+
+def test_geo_rs_is_length_neutral():
+    # every token at r = 1.01: rho = 1.01^T grows with T, the geometric mean stays 1.01 at any length
+    for T in (5, 80):
+        roll = torch.full((1, T), math.log(1 / 1.01))
+        inp = CorrectionInputs(torch.zeros(1, T), roll, torch.ones(1, T, dtype=torch.bool), torch.tensor([0]), 0.0)
+        assert not apply_corrections(inp, CorrectionConfig(name="geo_rs", geo_threshold=1.005)).keep.any()
+        assert apply_corrections(inp, CorrectionConfig(name="geo_rs", geo_threshold=1.02)).keep.all()
+
+
+def test_token_immediate_penalises_both_signs_of_the_gap():
+    # token 0: p_train > p_inf; token 1: p_train < p_inf; both get the same negative shift (documented behaviour)
+    train = torch.log(torch.tensor([[0.6, 0.2]]))
+    roll = torch.log(torch.tensor([[0.4, 0.4]]))
+    inp = CorrectionInputs(train, roll, torch.ones(1, 2, dtype=torch.bool), torch.tensor([0]), 1.0)
+    c = apply_corrections(inp, CorrectionConfig(name="dcmdp", variant="token_immediate"))
+    assert torch.allclose(c.adv_shift, torch.tensor([[-0.2, -0.2]]))

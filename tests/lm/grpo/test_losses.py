@@ -39,3 +39,20 @@ def test_on_policy_gradient_equals_reinforce():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="same"):
         vanilla_pg(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2), clip_low=0.2, clip_high=0.2)
+
+
+def test_dual_clip_bounds_negative_advantage_loss():
+    ratios = torch.tensor([[0.5, 1.0, 2.0, 5.0]])
+    logp = ratios.log().requires_grad_(True)
+    neg = -torch.ones(1, 4)
+    loss, d = ppo_clip(logp, torch.zeros(1, 4), neg, clip_low=0.2, clip_high=0.2, dual_clip=3.0)
+    # A < 0: max(r, clip(r)) as before, then at most c = 3
+    torch.testing.assert_close(loss.detach(), torch.tensor([[0.8, 1.0, 2.0, 3.0]]))
+    assert d["clipped_dual"].tolist() == [[False, False, False, True]]
+    loss.sum().backward()
+    assert logp.grad[0, 3] == 0  # no gradient through the dual-clipped token
+    pos, _ = ppo_clip(ratios.log(), torch.zeros(1, 4), torch.ones(1, 4), clip_low=0.2, clip_high=0.2, dual_clip=3.0)
+    plain, _ = ppo_clip(ratios.log(), torch.zeros(1, 4), torch.ones(1, 4), clip_low=0.2, clip_high=0.2)
+    torch.testing.assert_close(pos, plain)  # A > 0 is untouched
+    with pytest.raises(ValueError, match="dual_clip"):
+        ppo_clip(ratios.log(), torch.zeros(1, 4), neg, clip_low=0.2, clip_high=0.2, dual_clip=0.5)

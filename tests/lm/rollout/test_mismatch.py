@@ -42,3 +42,11 @@ def test_delta_bounded_and_masked():
     mask = torch.rand(3, 4) > 0.3
     d = token_delta(train.clamp(max=0), roll.clamp(max=0), mask)
     assert (d >= 0).all() and (d <= 1).all() and (d[~mask] == 0).all()
+
+
+def test_chi2_seq_stays_finite_on_extreme_ratios():
+    # 40 tokens each at the per-token bound: (prod r)^2 unclamped would be exp(1600)
+    train, roll = torch.zeros(2, 40), torch.full((2, 40), -60.0)
+    m = mismatch_metrics(train, roll, torch.ones(2, 40, dtype=torch.bool), c=0.0037)
+    assert all(math.isfinite(v.item()) for v in m.values())
+    assert m["chi2_seq"].item() == pytest.approx(math.exp(40.0) - 1, rel=1e-5)

@@ -33,9 +33,11 @@ __all__ = ["CORRECTIONS", "CorrectionConfig", "CorrectionInputs", "Correction", 
 @dataclass(frozen=True)
 class CorrectionConfig:
     name: str = "none"
-    """Correction(s), '+'-joined to stack: none, tis_token, tis_seq, mis_token, mis_seq, icepop, dcmdp."""
+    """Correction(s), '+'-joined to stack: none, tis_token, tis_seq, mis_token, mis_seq, geo_rs, icepop, dcmdp."""
     cap: float = 2.0
     """TIS cap / MIS threshold C on the (token or sequence) ratio pi_train/pi_inf."""
+    geo_threshold: float = 1.001
+    """geo_rs: keep a sequence when its geometric-mean ratio is in [1/G, G] (verl's typical 1.0001-1.001)."""
     band_low: float = 0.5
     """IcePop: lower edge a of the kept ratio band."""
     band_high: float = 5.0
@@ -49,7 +51,8 @@ class CorrectionConfig:
     lambda_min: float = 0.0
     """DCMDP lower projection bound (reconstructed: 0)."""
     lambda_max: float = 1.0
-    """DCMDP upper projection bound (reconstructed: 1)."""
+    """DCMDP upper projection bound (reconstructed: 1; the testbed of docs/results/dcmdp.md sweeps 1, 3, 10:
+    delta_t is ~1e-2 against advantages of order 1, so lam * delta_t stays small at lam <= 1)."""
     variant: Literal["token_immediate", "token_to_go", "sequence_reward", "differentiable"] = "token_immediate"
     """How the DCMDP cost enters: per-token advantage shift, cost-to-go shift, sequence reward, or a loss term."""
     normalized: bool = False
@@ -61,6 +64,7 @@ class CorrectionConfig:
         check(self.cap > 0, "correction.cap", self.cap, "a float > 0")
         check(0 <= self.band_low < self.band_high, "correction.band_low", self.band_low,
               f"0 <= band_low < band_high={self.band_high}")
+        check(self.geo_threshold > 1, "correction.geo_threshold", self.geo_threshold, "a float > 1")
         check(self.c > 0, "correction.c", self.c, "a float > 0")
         check(0 <= self.lambda_min <= self.lambda_init <= self.lambda_max, "correction.lambda_init",
               self.lambda_init, f"lambda_min <= lambda_init <= lambda_max = [{self.lambda_min}, {self.lambda_max}]")

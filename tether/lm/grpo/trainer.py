@@ -387,7 +387,8 @@ class GRPOTrainer:
         logp = mb.live_logp if mb.live_logp is not None else self._forward(self.policy, mb)["logp"]
         m = mb.comp_mask
         adv = mb.adv[:, None] + corr.adv_shift                                         # (b, T)
-        per_tok, diag = LOSSES.get(a.loss)(logp, mb.old_logp, adv, clip_low=a.clip_low, clip_high=a.clip_high)
+        per_tok, diag = LOSSES.get(a.loss)(logp, mb.old_logp, adv, clip_low=a.clip_low, clip_high=a.clip_high,
+                                           dual_clip=a.dual_clip)
         per_tok = per_tok * corr.weight * corr.keep                                    # TIS/MIS/IcePop (detached)
         if corr.penalty:  # DCMDP "differentiable": lam * |p_theta - p_inf| with a gradient through p_theta
             per_tok = per_tok + corr.penalty * (logp.exp() - mb.rollout_logp.exp()).abs()
@@ -402,6 +403,7 @@ class GRPOTrainer:
             "loss/policy": pg_loss.detach(), "loss/total": loss.detach(),
             "clip/low_frac": masked_mean(diag["clipped_low"].float(), m),
             "clip/high_frac": masked_mean(diag["clipped_high"].float(), m),
+            "clip/dual_frac": masked_mean(diag["clipped_dual"].float(), m),
             "clip/ratio_mean": masked_mean(diag["ratio"], m),
             "clip/ratio_max": diag["ratio"].masked_fill(~m, 0.0).max(),
         })

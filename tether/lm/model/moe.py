@@ -3,7 +3,8 @@
 Top-k routing is discontinuous: a tiny numeric difference between the trainer and a low-precision rollout
 engine can flip which experts a token uses, a main source of train/inference mismatch for MoE models such as
 Qwen3-30B-A3B (DCMDP's MoE model). `MoEMLP` routes each token to its top-k of E experts with softmax gates over
-the selected logits (Mixtral, arXiv:2401.04088) and, when `record` is on, keeps the chosen expert ids so the
+the selected logits (Mixtral, arXiv:2401.04088; top-1 uses Switch's gate, arXiv:2101.03961) and, when `record`
+is on, keeps the chosen expert ids so the
 trainer's and the engine's routes can be compared (`route_flip_frac`).
 
 Experts are computed densely (every expert on every token, then gated): with E <= 8 tiny experts on a CPU this
@@ -38,7 +39,10 @@ class MoEMLP(nn.Module):
         top_v, top_i = logits.topk(self.top_k, dim=-1)                           # (..., k)
         if self.record:
             self.routes.append(top_i.detach())
-        gates = torch.zeros_like(logits).scatter(-1, top_i, torch.softmax(top_v, dim=-1))   # (..., E)
+        # top-1: a softmax over the one selected logit is the constant 1 and the router would get no gradient,
+        # so the gate is the selected expert's probability under all E logits (Switch, arXiv:2101.03961)
+        sel = torch.softmax(logits, -1).gather(-1, top_i) if self.top_k == 1 else torch.softmax(top_v, dim=-1)
+        gates = torch.zeros_like(logits).scatter(-1, top_i, sel)                 # (..., E)
         gu = torch.einsum("...d,efd->...ef", h, self.gate_up)                    # (..., E, 2F)
         g, u = gu.chunk(2, dim=-1)
         y = torch.einsum("...ef,edf->...ed", F.silu(g) * u, self.down)           # (..., E, d)

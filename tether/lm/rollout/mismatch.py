@@ -7,7 +7,7 @@ l_inf = log pi_inf(y_t) (the engine), Delta = l_tr - l_inf, r = exp(Delta) = pi_
 Formulas follow verl's rollout-correction metrics so dashboards are comparable:
   delta_t = |exp l_tr - exp l_inf|        (DCMDP's cost, arXiv:2606.08779; verl rollout_probs_diff)
   k1 = -Delta, k3 = r - 1 - Delta         (estimate KL(pi_inf || pi_train); tokens are drawn from pi_inf)
-  chi2_token = mean r^2 - 1, chi2_seq = mean_seq (prod_t r_t)^2 - 1
+  chi2_token = mean r^2 - 1, chi2_seq = mean_seq (prod_t r_t)^2 - 1 (log prod_t r_t clamped to +-20)
   ppl = mean_seq exp(-mean_t l), ppl_gap = ppl_rollout - ppl_train
   ess = 1 / mean(w~^2) with w~ = r / mean(r)  (1 = all weights equal)
 All are batch-level scalars as tensors (no `.item()`); the trainer logs them under `mismatch/`.
@@ -47,7 +47,8 @@ def mismatch_metrics(train_logp: Tensor, rollout_logp: Tensor, mask: Tensor, *, 
     ratio = log_r.exp()
     n_tok = m.sum().clamp(min=1)
     has_tok = m.any(dim=1)                                                               # (B,)
-    seq_log_r = masked_sum(log_r, m, dim=1)                                              # (B,)
+    # the sum is clamped too: (prod_t r_t)^2 at 20 tokens of the per-token bound would be exp(800) = inf
+    seq_log_r = masked_sum(log_r, m, dim=1).clamp(-_LOG_RATIO_BOUND, _LOG_RATIO_BOUND)   # (B,)
     ppl_train = torch.exp(-masked_mean(train_logp, m, dim=1))[has_tok].mean()
     ppl_rollout = torch.exp(-masked_mean(rollout_logp, m, dim=1))[has_tok].mean()
     w = ratio[m] / ratio[m].mean()
