@@ -40,3 +40,18 @@ def test_majority_and_fixed_problem_sets():
     task = make_task("addition", 2)
     assert eval_problems(task, "ood", 5) == eval_problems(task, "ood", 5)
     assert eval_problems(task, "ood", 5) != eval_problems(task, "ood", 5, seed=1)
+
+
+def test_a_tasks_free_text_parser_scores_word_problems():
+    from tether.lm.model.tokenizer import CharTokenizer
+    tok = CharTokenizer()   # the char tokenizer keeps digits, '=' and '#' (letters become '?'), enough for the parser
+    task = make_task("word_problems", 1)
+    problems = eval_problems(task, "heldout", 2)
+    a0, a1 = problems[0].answer, problems[1].answer
+    sampled = [[f"1+2={a0}", f"{a0 + 1}", "none"], [f"{a1}#{a1 + 3}", f"{a1 - 1}={a1}", f"{a1}"]]
+    res = evaluate_split(ScriptedEngine(tok, problems, sampled), tok, problems, k=3, temperature=1.0,
+                         max_new_tokens=8, seed=0, parse=task.parse)
+    assert res["sample_acc"] == 3 / 6 and res["maj@3"] == 1.0 and res["unparsable_frac"] == 1 / 6
+    strict = evaluate_split(ScriptedEngine(tok, problems, sampled), tok, problems, k=3, temperature=1.0,
+                            max_new_tokens=8, seed=0)
+    assert strict["sample_acc"] == 0.0   # the `#<integer>` parser reads none of them as right

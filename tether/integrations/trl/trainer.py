@@ -309,7 +309,8 @@ def engine_rollout(precision: str = "fp32", *, noise: float = 0.0, seed: int = 0
     The CPU stand-in for vLLM: the engine keeps its own copy of the weights, re-synced from the
     trainer's model whenever TRL's global step changes, so an fp16/int8/int4 engine produces a real train/inference
     mismatch. `noise` > 0 adds N(0, noise^2) to the returned log-probs (clamped at 0): a controlled mismatch.
-    Text prompts only; TRL's `top_k`/`min_p`/`repetition_penalty` are not applied by the engine.
+    Text prompts, or conversational ones (a list of messages per row, rendered by the tokenizer's chat template);
+    TRL's `top_k`/`min_p`/`repetition_penalty` are not applied by the engine.
     """
     engine = RolloutEngine(precision=precision, backend=backend)
     gen = torch.Generator().manual_seed(seed)
@@ -320,7 +321,11 @@ def engine_rollout(precision: str = "fp32", *, noise: float = 0.0, seed: int = 0
             engine.sync_from(HFPolicy(trainer.accelerator.unwrap_model(trainer.model)))
             synced["step"] = trainer.state.global_step
         tok = trainer.processing_class
-        prompt_ids = tok(text=prompts)["input_ids"]
+        if all(isinstance(p, str) for p in prompts):
+            prompt_ids = tok(text=prompts)["input_ids"]
+        else:  # conversational rows: TRL leaves the chat template to the rollout function (its special tokens included)
+            texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+            prompt_ids = tok(text=texts, add_special_tokens=False)["input_ids"]
         ids, mask = pad_left(prompt_ids, tok.pad_token_id)
         out = engine.generate(ids, mask, max_new_tokens=trainer.max_completion_length, eos_id=tok.eos_token_id,
                               pad_id=tok.pad_token_id, temperature=trainer.temperature, top_p=trainer.top_p,
