@@ -192,3 +192,49 @@ def test_importing_the_engine_loads_neither_grpo_nor_a_paper():
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                        check=True).stdout)
     assert not [m for m in loaded if m.startswith(("tether.lm.grpo", "tether.lm.dcmdp", "tether.lm.intrinsic"))]
+
+
+def _noisy_rollout(ids, mask, scale=0.05, seed=3, policy=None):
+    policy = policy or tiny_policy()
+    eng = RolloutEngine(logit_noise=scale)
+    eng.sync_from(policy)
+    return policy, eng.generate(ids, mask, max_new_tokens=12, eos_id=EOS, pad_id=PAD,
+                                generator=torch.Generator().manual_seed(seed))
+
+
+def test_logit_noise_is_reproducible_from_its_key_and_differs_from_fp32():
+    from tether.lm.rollout.engine import noisy_logits
+
+    ids, mask = ragged_prompts()
+    policy, out = _noisy_rollout(ids, mask)
+    assert out.noise_key is not None
+    full, full_mask = torch.cat([ids, out.tokens], 1), torch.cat([mask, out.mask], 1)
+    with torch.no_grad():
+        logits = policy.module.continuation_logits(full, full_mask, ids.shape[1])       # (B, T, V)
+        clean = torch.log_softmax(logits, -1).gather(-1, out.tokens[..., None])[..., 0]
+        noisy = torch.log_softmax(noisy_logits(logits, out.noise_key, 0.05), -1).gather(-1, out.tokens[..., None])
+    m = out.mask
+    torch.testing.assert_close(noisy[..., 0][m], out.logp[m], atol=1e-4, rtol=0)      # the engine's own noise
+    assert (clean[m] - out.logp[m]).abs().max() > 1e-3                                 # which the trainer lacks
+    _, again = _noisy_rollout(ids, mask, policy=policy)
+    assert torch.equal(again.tokens, out.tokens) and again.noise_key == out.noise_key  # same generator, same batch
+
+
+def test_logit_noise_depends_on_batch_composition():
+    from tether.lm.rollout.engine import noise_key
+
+    ids, mask = ragged_prompts()
+    gen = lambda: torch.Generator().manual_seed(3)
+    assert noise_key(ids, gen()) == noise_key(ids.clone(), gen())
+    assert noise_key(ids, gen()) != noise_key(ids[:-1], gen())            # one row fewer
+    other = ids.clone()
+    other[-1, -1] = (other[-1, -1] + 1) % 20
+    assert noise_key(ids, gen()) != noise_key(other, gen())               # another prompt in the batch
+
+
+def test_logit_noise_errors():
+    with pytest.raises(ValueError, match="logit_noise"):
+        RolloutEngine(logit_noise=-0.1)
+    with pytest.raises(ValueError, match="recompute"):
+        RolloutEngine(logit_noise=0.1, logprobs="recompute")
+    assert not RolloutEngine(logit_noise=0.1).recompute and RolloutEngine().recompute

@@ -51,6 +51,9 @@ class RolloutSpec:
     precision: str = "fp32"
     """Numeric precision of the rollout engine (registry tether.lm.rollout.precision.PRECISIONS), independent of the
     trainer."""
+    logit_noise: float = 0.0
+    """Engine logit noise s: adds s * std(logits) * N(0, 1) per call, keyed on the batch (a stand-in for
+    batch-variant kernels; not a function of the weights); 0 = off. Calibrate with tether.lm.dcmdp.mismatch."""
     logprobs: Literal["auto", "sampler", "recompute"] = "auto"
     """Engine log-probs: from the decode loop (sampler), or from a full forward of the engine's own weights
     (recompute: in fp32 bit-identical to the trainer, an exact on-policy control); auto = recompute for fp32 only."""
@@ -67,6 +70,7 @@ class RolloutSpec:
         check(self.max_new_tokens >= 1, "rollout.max_new_tokens", self.max_new_tokens, "an integer >= 1")
         check_rate(self.temperature, "rollout.temperature", usual=(0.05, 5.0))
         check(0 < self.top_p <= 1, "rollout.top_p", self.top_p, "a float in (0, 1]")
+        check(self.logit_noise >= 0, "rollout.logit_noise", self.logit_noise, "a float >= 0")
         check(self.precision in PRECISIONS, "rollout.precision", self.precision, f"one of {PRECISIONS.names()}")
         check(not (self.compile and self.backend == "hf"), "rollout.compile", self.compile,
               "False with rollout.backend='hf' (the compiled step runs the native backend only)")
@@ -91,6 +95,9 @@ class AlgoSpec:
     dual_clip: float = 0.0
     """Dual-clip bound c (> 1) on the loss of negative-advantage tokens, -c A (verl's clip_ratio_c = 3; 0 = off);
     matters with several PPO epochs or minibatches, where ratios drift far from 1."""
+    dual_clip: float = 0.0
+    """Dual-clip bound c (> 1) on the loss of negative-advantage tokens, -c A (verl's clip_ratio_c = 3; 0 = off);
+    matters with several PPO epochs or minibatches, where ratios drift far from 1."""
     aggregation: str = "token_mean_global"
     """Loss aggregation over tokens: token_mean_global, token_mean_local, seq_mean_token_mean, seq_sum_const."""
     kl_coef: float = 0.0
@@ -109,6 +116,7 @@ class AlgoSpec:
         check(self.clip_high >= self.clip_low, "algo.clip_high", self.clip_high,
               f"a float >= algo.clip_low={self.clip_low}")
         check(self.kl_coef >= 0, "algo.kl_coef", self.kl_coef, "a float >= 0")
+        check(self.dual_clip == 0 or self.dual_clip > 1, "algo.dual_clip", self.dual_clip, "0 (off) or a float > 1")
         check(self.dual_clip == 0 or self.dual_clip > 1, "algo.dual_clip", self.dual_clip, "0 (off) or a float > 1")
 
 

@@ -184,9 +184,10 @@ class GRPOTrainer:
         # sampled by the native backend the two forwards differ by kernel order only, ~1e-6), so take them from
         # that forward instead of running a second one.
         self.reuse_exact = (r.precision == "fp32" and r.logprobs in ("auto", "recompute") and not self.cfg.optim.bf16
-                            and self.cfg.optim.micro_batch == 0)
+                            and self.cfg.optim.micro_batch == 0 and not r.logit_noise)
         self.engine = RolloutEngine(precision=r.precision, backend=r.backend,
-                                    logprobs="sampler" if self.reuse_exact else r.logprobs, compile=r.compile)
+                                    logprobs="sampler" if self.reuse_exact else r.logprobs, compile=r.compile,
+                                    logit_noise=r.logit_noise)
         # With one optimizer step per batch the theta_old forward and the update's forward see the same weights:
         # run it once with grad, detach it for theta_old, and keep the graph for the loss (ratio exactly 1).
         o = self.cfg.optim
@@ -403,6 +404,7 @@ class GRPOTrainer:
             "loss/policy": pg_loss.detach(), "loss/total": loss.detach(),
             "clip/low_frac": masked_mean(diag["clipped_low"].float(), m),
             "clip/high_frac": masked_mean(diag["clipped_high"].float(), m),
+            "clip/dual_frac": masked_mean(diag["clipped_dual"].float(), m),
             "clip/dual_frac": masked_mean(diag["clipped_dual"].float(), m),
             "clip/ratio_mean": masked_mean(diag["ratio"], m),
             "clip/ratio_max": diag["ratio"].masked_fill(~m, 0.0).max(),

@@ -12,6 +12,13 @@ decode with a torch.compile'd step (`compiled.py`). The decode loop is the only 
 Sampling uses one uniform per row per step (inverse CDF), so the same generator state gives the same tokens
 in a full-recompute reference.
 
+`logit_noise = s > 0` adds, at every decode step, s * std_v(z) * eps to each row's logits z, eps ~ N(0, 1) drawn from
+a key mixed from the call's generator and the batch's prompt ids: a stand-in for batch-variant kernels (split-K
+matmuls, attention and reductions whose order depends on the batch size and composition, so the same prompt gets
+slightly different logits in every call). Unlike the PRECISIONS transforms it is not a function of the weights,
+so the uncorrected update is not the straight-through gradient of any deployed model (docs/results/dcmdp.md).
+`noisy_logits` reproduces the noise of a call from its `Rollout.noise_key` on full-sequence logits.
+
 Returned log-probs are the engine's "processed" log-probs: of the sampled token under the distribution it
 was actually drawn from (after temperature and top-p). Not owned here: rewards and training.
 """
@@ -40,6 +47,8 @@ class Rollout:
     """(B, T) bool, True on completion tokens up to and including EOS."""
     entropy: Tensor | None = None
     """(B, T) float32 entropy of the sampling distribution, when requested; 0 where masked."""
+    noise_key: int | None = None
+    """The logit-noise key of this call (None without logit noise); `noisy_logits` reproduces its noise."""
 
     @property
     def lengths(self) -> Tensor:
@@ -72,6 +81,31 @@ def sample_next(logits: Tensor, u: Tensor | None, *, temperature: float, top_p: 
     return tok, lp, ent
 
 
+def noise_key(ids: Tensor, generator: torch.Generator | None) -> int:
+    """The noise key of one call: a fresh draw from the call's generator mixed with the batch composition."""
+    draw = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    weights = torch.arange(1, ids.numel() + 1, dtype=torch.long).reshape(ids.shape)
+    composition = int((ids.long() * weights).sum()) * 1_000_003 + ids.shape[0]       # batch size and content
+    return (draw * 2_654_435_761 + composition) % (2**62)
+
+
+def step_noise(key: int, t: int, shape: tuple[int, int]) -> Tensor:
+    """eps (B, V) ~ N(0, 1) of decode step t of the call `key` (drawn for all B rows, as the uniforms are)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed((key + 7919 * t) % (2**62)))
+
+
+def add_logit_noise(logits: Tensor, eps: Tensor, scale: float) -> Tensor:
+    """logits + scale * std_v(logits) * eps; the std is treated as a constant (the noise is exogenous). (..., V)."""
+    return logits + scale * logits.detach().float().std(-1, keepdim=True) * eps
+
+
+def noisy_logits(logits: Tensor, key: int, scale: float) -> Tensor:
+    """The engine's noise of call `key` added to full-sequence logits (B, T, V) of its completions."""
+    B, T, V = logits.shape
+    eps = torch.stack([step_noise(key, t, (B, V)) for t in range(T)], 1)                 # (B, T, V)
+    return add_logit_noise(logits, eps, scale)
+
+
 def _top_p_filter(z: Tensor, top_p: float) -> Tensor:
     """Keep the smallest set of tokens whose probability reaches top_p (always at least one): -inf elsewhere."""
     sorted_z, idx = z.sort(-1, descending=True)
@@ -85,8 +119,11 @@ class RolloutEngine:
     """Samples completions with its own copy of the policy weights."""
 
     def __init__(self, *, precision: str = "fp32", backend: Literal["auto", "native", "hf"] = "auto",
-                 logprobs: Literal["auto", "sampler", "recompute"] = "auto", compile: bool = False) -> None:
+                 logprobs: Literal["auto", "sampler", "recompute"] = "auto", compile: bool = False,
+                 logit_noise: float = 0.0) -> None:
         PRECISIONS.get(precision)  # unknown names raise with the list of valid ones
+        if not (logit_noise >= 0.0 and logit_noise == logit_noise):
+            raise ValueError(f"logit_noise must be a float >= 0, got {logit_noise!r}")
         if backend not in ("auto", "native", "hf"):
             raise ValueError(f"backend must be 'auto', 'native' or 'hf', got {backend!r}")
         if logprobs not in ("auto", "sampler", "recompute"):
@@ -97,7 +134,13 @@ class RolloutEngine:
         # "recompute": return log-probs from a full-sequence forward of the engine's own weights (one extra
         # forward). In fp32 that is the trainer's computation bit for bit, so the fp32 engine is an exact
         # on-policy control (zero mismatch); "auto" uses it for fp32 only. "sampler": the decode loop's own.
-        self.recompute = logprobs == "recompute" or (logprobs == "auto" and precision == "fp32")
+        # With logit noise the sampled distribution is the noisy one: its log-probs come from the decode loop.
+        self.logit_noise = float(logit_noise)
+        if self.logit_noise and logprobs == "recompute":
+            raise ValueError("logprobs='recompute' would drop the logit noise the tokens were drawn with; use "
+                             "logprobs='sampler' or 'auto' with logit_noise > 0")
+        self.recompute = not self.logit_noise and (
+            logprobs == "recompute" or (logprobs == "auto" and precision == "fp32"))
         # compile: decode with a torch.compile'd fixed-shape step (compiled.py); native backend only
         self.compile = compile
         self._step_fn = None
@@ -147,8 +190,10 @@ class RolloutEngine:
             step = _NativeStepper(self.model, ids, mask, max_new_tokens, self.dtype)
         else:
             step = _HFStepper(self.model, ids, mask, max_new_tokens)
+        key = noise_key(ids, generator) if self.logit_noise else None
         out = _decode_loop(step, ids.shape[0], max_new_tokens, eos_id, pad_id, temperature, top_p,
-                           generator, entropy)
+                           generator, entropy, noise=None if key is None else (key, self.logit_noise))
+        out.noise_key = key
         if self.recompute and temperature > 0 and top_p == 1.0:  # top-p/greedy change the distribution sampled
             out.logp = self._rescore(ids, mask, out, temperature)
         return out
@@ -167,8 +212,11 @@ class RolloutEngine:
 
 
 def _decode_loop(step, B: int, T: int, eos_id: int, pad_id: int, temperature: float, top_p: float,
-                 generator: torch.Generator | None, want_entropy: bool) -> Rollout:
+                 generator: torch.Generator | None, want_entropy: bool,
+                 noise: tuple[int, float] | None = None) -> Rollout:
     """The per-token loop shared by both backends; `step(tok, t)` returns next logits for its live rows.
+
+    `noise = (key, scale)` perturbs the logits of every step (`add_logit_noise`), drawn for all B rows.
 
     Finished rows are dropped from the stepper's batch once a quarter of them are done (HF `generate` keeps
     computing them). Uniforms are drawn for all B rows at every step, so the tokens do not depend on when
@@ -183,6 +231,8 @@ def _decode_loop(step, B: int, T: int, eos_id: int, pad_id: int, temperature: fl
     logits = step.first_logits
     for t in range(T):
         u = torch.rand((B, 1), generator=generator)[rows] if temperature > 0 else None
+        if noise is not None:
+            logits = add_logit_noise(logits, step_noise(noise[0], t, (B, logits.shape[-1]))[rows], noise[1])
         tok, lp, ent = sample_next(logits, u, temperature=temperature, top_p=top_p, entropy=want_entropy)
         finished = done[rows]                          # a view while rows is slice(None): read before done is written
         tok.masked_fill_(finished, pad_id)
