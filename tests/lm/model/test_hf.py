@@ -91,11 +91,11 @@ def test_shared_prompt_scoring_equals_the_full_forward(arch, kv, lora):
     model = tiny_hf_model(arch, vocab_size=20, hidden=32, intermediate=64, kv_heads=kv)
     policy = HFPolicy(add_lora(model, r=2) if lora else model)
     ids, mask, start = grouped_batch()
-    assert policy._shared_prompt_logits(ids, mask, start) is not None        # the shared path is taken
+    assert policy._shared_prompt_outputs(policy.module, ids, mask, start) is not None   # the shared path is taken
     results = []
     for shared in (True, False):
         if not shared:
-            policy._shared_prompt_logits = lambda *a: None
+            policy._shared_prompt_outputs = lambda *a: None
         policy.module.zero_grad()
         out = policy.token_stats(ids, mask, start=start, stats=("entropy",))
         (out["logp"] * mask[:, start:]).sum().backward()
@@ -113,7 +113,7 @@ def test_shared_prompt_scoring_steps_aside_under_gradient_checkpointing():
     model = tiny_hf_model("qwen2", vocab_size=20, hidden=32, intermediate=64)
     model.gradient_checkpointing_enable()
     ids, mask, start = grouped_batch()
-    assert HFPolicy(model)._shared_prompt_logits(ids, mask, start) is None
+    assert HFPolicy(model)._shared_prompt_outputs(model, ids, mask, start) is None
 
 
 def test_shared_prompt_scoring_steps_aside_for_a_sliding_window_cache():
@@ -123,5 +123,34 @@ def test_shared_prompt_scoring_steps_aside_for_a_sliding_window_cache():
                       max_window_layers=0)
     policy = HFPolicy(Qwen2ForCausalLM._from_config(cfg, attn_implementation="sdpa"))
     ids, mask, start = grouped_batch()
-    assert policy._shared_prompt_logits(ids, mask, start) is None and not policy.share_prompts  # decided once
+    assert policy._shared_prompt_outputs(policy.module, ids, mask, start) is None and not policy.share_prompts
     assert policy.token_stats(ids, mask, start=start)["logp"].shape == (9, 5)                    # plain forward
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_head_run_block_by_block_on_the_backbone_equals_the_models_own_logits(lora):
+    """The split path (backbone hidden states, then the LM head a few rows at a time) against scoring the model's
+    own logits: log-probs, entropies and gradients, with and without prompt sharing."""
+    model = tiny_hf_model("llama", vocab_size=20, hidden=32, heads=4, kv_heads=2, intermediate=64, seed=3)
+    policy = HFPolicy(add_lora(model, r=2) if lora else model)
+    assert policy._backbone_and_head() is not None
+    ids, mask, start = grouped_batch()
+    results = []
+    for split, shared in ((True, True), (True, False), (False, True)):
+        p = HFPolicy(policy.module)
+        if not split:
+            p._backbone_and_head = lambda: None
+        if not shared:
+            p.share_prompts = False
+        p.module.zero_grad()
+        out = p.token_stats(ids, mask, start=start, stats=("entropy", "self_certainty"))
+        (out["logp"] * mask[:, start:]).sum().backward()
+        grads = [q.grad.clone() for q in p.module.parameters() if q.grad is not None]
+        results.append(({k: v.detach()[mask[:, start:]] for k, v in out.items()}, grads))
+    ref, g_ref = results[-1]
+    for got, g in results[:-1]:
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], atol=1e-5, rtol=1e-5, msg=k)
+        assert len(g) == len(g_ref) > 0
+        for x, y in zip(g, g_ref, strict=True):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tether.lm.model.policy import LOGIT_STATS, TinyPolicy, score_tokens
+from tether.lm.model.policy import LOGIT_STATS, TinyPolicy, score_hidden, score_tokens
 from tether.lm.model.tinylm import ModelConfig, TinyLM
 from tether.lm.model.tokenizer import pad_left
 
@@ -36,3 +36,22 @@ def test_token_stats_ignores_padding_and_matches_manual():
     assert out["entropy"].shape == (2, 3)
     with pytest.raises(ValueError, match="start"):
         pol.token_stats(ids, mask, start=0)
+
+
+def test_score_hidden_in_blocks_equals_one_call_with_the_same_gradient():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(5, 3, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (5, 3))
+    out = {}
+    for max_logits in (1 << 20, 40):   # one block; blocks of one row (3 x 11 = 33 <= 40 < 66)
+        hidden.grad = None
+        o = score_hidden(hidden, head, targets, temperature=0.7, stats=("entropy", "collision"), max_logits=max_logits)
+        o["logp"].sum().backward()
+        out[max_logits] = ({k: v.detach() for k, v in o.items()}, hidden.grad.clone())
+    ref = score_tokens(head(hidden), targets, temperature=0.7, stats=("entropy", "collision"))
+    for k in ref:
+        torch.testing.assert_close(out[40][0][k], ref[k].detach(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(out[40][0][k], out[1 << 20][0][k], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[40][1], out[1 << 20][1], atol=1e-6, rtol=0)
+    assert not o["entropy"].requires_grad and o["logp"].requires_grad   # statistics carry no graph

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tether.lm.model.policy import score_tokens
+from tether.lm.model.policy import score_hidden, score_tokens
 from tether.lm.model.tinylm import ModelConfig, distinct_prompts, positions_from_mask
 
 _NATIVE_TYPES = ("llama", "qwen2", "mistral")
@@ -54,38 +54,61 @@ class HFPolicy:
                     stats: tuple[str, ...] = ()) -> dict[str, Tensor]:
         if start < 1:
             raise ValueError(f"start={start}: the first scored token needs at least one token of context")
-        logits = self._shared_prompt_logits(ids, mask, start)
-        if logits is None:
-            out = self.module(input_ids=ids, attention_mask=mask.long(), position_ids=positions_from_mask(mask),
-                              use_cache=False, logits_to_keep=ids.shape[1] - start + 1)
-            logits = out.logits[:, :-1]                                                 # (B, L - start, V)
-        return score_tokens(logits, ids[:, start:], temperature=temperature, stats=stats)
+        split = self._backbone_and_head()
+        model = self.module if split is None else split[0]
+        out = self._shared_prompt_outputs(model, ids, mask, start)
+        if out is None:
+            kw = {"logits_to_keep": ids.shape[1] - start + 1} if split is None else {}
+            out = _last(model(input_ids=ids, attention_mask=mask.long(), position_ids=positions_from_mask(mask),
+                              use_cache=False, **kw))[:, -(ids.shape[1] - start) - 1:-1]       # (B, L - start, X)
+        if split is None:
+            return score_tokens(out, ids[:, start:], temperature=temperature, stats=stats)
+        return score_hidden(out, split[1], ids[:, start:], temperature=temperature, stats=stats)
 
-    def _shared_prompt_logits(self, ids: Tensor, mask: Tensor, start: int) -> Tensor | None:
-        """Logits (B, L - start, V) with each distinct prompt run once (as `TinyLM.continuation_logits`): the
-        prompts' key/value cache, gathered per row, is the past of the continuations, with gradient through it.
-        None when more than half the rows have distinct prompts, under gradient checkpointing (which turns the
-        cache off), or when the model's cache is not a plain `DynamicCache` (sliding-window, linear-attention,
-        quantised layers)."""
+    def _backbone_and_head(self) -> tuple[nn.Module, nn.Module] | None:
+        """(the transformer under the LM head, the head) for the layouts whose logits are exactly head(hidden), so
+        the head can run a block of rows at a time (`score_hidden`); None for others (logit soft-capping or scaling,
+        remote code), which score the model's own logits."""
+        hf = self.module.get_base_model() if hasattr(self.module, "get_base_model") else self.module
+        c = hf.config
+        if c.model_type not in _NATIVE_TYPES or not type(hf).__module__.startswith("transformers"):
+            return None
+        if getattr(c, "final_logit_softcapping", None) or getattr(c, "logit_scale", None) not in (None, 1.0):
+            return None
+        return getattr(hf, hf.base_model_prefix), hf.get_output_embeddings()
+
+    def _shared_prompt_outputs(self, model: nn.Module, ids: Tensor, mask: Tensor, start: int) -> Tensor | None:
+        """`model`'s outputs (B, L - start, X) at the positions that predict ids[:, start:] (logits of the whole
+        model, or hidden states of its backbone), with each distinct prompt run once (as
+        `TinyLM.continuation_logits`): the prompts' key/value cache, gathered per row, is the past of the
+        continuations, with gradient through it. None when more than half the rows have distinct prompts, under
+        gradient checkpointing (which turns the cache off), or when the model's cache is not a plain `DynamicCache`
+        (sliding-window, linear-attention, quantised layers)."""
         p_ids, p_mask, rows = distinct_prompts(ids[:, :start], mask[:, :start], max_frac=0.5)
         if rows is None or start == ids.shape[1] or not self.share_prompts:
             return None
         if any(getattr(m, "gradient_checkpointing", False) is True for m in self.module.modules()):
             return None
         from transformers.cache_utils import DynamicLayer
-        pre = self.module(input_ids=p_ids, attention_mask=p_mask.long(), position_ids=positions_from_mask(p_mask),
-                          use_cache=True, logits_to_keep=1)
+        kw = {"logits_to_keep": 1} if model is self.module else {}
+        pre = model(input_ids=p_ids, attention_mask=p_mask.long(), position_ids=positions_from_mask(p_mask),
+                    use_cache=True, **kw)
         cache = pre.past_key_values
         if not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
             self.share_prompts = False
             return None
         cache.reorder_cache(rows)                                         # (U, ...) -> (B, ...), differentiable
-        out = self.module(input_ids=ids[:, start:], attention_mask=mask.long(),
-                          position_ids=positions_from_mask(mask)[:, start:], past_key_values=cache, use_cache=True)
-        return torch.cat([pre.logits[rows], out.logits[:, :-1]], 1)
+        out = model(input_ids=ids[:, start:], attention_mask=mask.long(),
+                    position_ids=positions_from_mask(mask)[:, start:], past_key_values=cache, use_cache=True)
+        return torch.cat([_last(pre)[rows, -1:], _last(out)[:, :-1]], 1)
 
     def export_native(self) -> tuple[ModelConfig, dict[str, Tensor]] | None:
         return hf_to_native(self.module)
+
+
+def _last(out) -> Tensor:
+    """The (B, L, X) output of a causal LM (its logits) or of its backbone (its last hidden states)."""
+    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
 
 def merged_state_dict(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]] | None:

@@ -64,6 +64,28 @@ def score_tokens(logits: Tensor, targets: Tensor, *, temperature: float = 1.0,
     return out
 
 
+def score_hidden(hidden: Tensor, head: nn.Module, targets: Tensor, *, temperature: float = 1.0,
+                 stats: tuple[str, ...] = (), max_logits: int = 1 << 24) -> dict[str, Tensor]:
+    """`score_tokens` of `head(hidden)`, a block of rows at a time, so at most `max_logits` float32 logits (64 MB) and
+    their log-softmax exist at once outside autograd: the (B, T, V) tensors of a 49K vocabulary never do, and the
+    statistics' temporaries are freed block by block (under autograd each block's log-softmax is kept for the
+    backward, as one call would keep it).
+
+    Args:
+        hidden: (B, T, H) the hidden states that predict `targets` (after the final norm).
+        head: the LM head, (..., H) -> (..., V).
+        targets: (B, T) long.
+    Returns:
+        as `score_tokens`.
+    """
+    B, T, _ = hidden.shape
+    vocab = head.weight.shape[0]
+    rows = max(1, max_logits // max(1, T * vocab))
+    parts = [score_tokens(head(hidden[i:i + rows]), targets[i:i + rows], temperature=temperature, stats=stats)
+             for i in range(0, B, rows)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 class Policy(Protocol):
     """A trainable policy that scores token ids. `module` holds every trainable parameter."""
 
