@@ -4,13 +4,15 @@
     .venv/bin/python experiments/intrinsic_grid.py list BATCH                    # its cells and which are done
     .venv/bin/python experiments/intrinsic_grid.py lines                         # rewrite the JSON lines only
     .venv/bin/python experiments/intrinsic_grid.py table                         # markdown tables from the lines
+    .venv/bin/python experiments/intrinsic_grid.py lens                          # envelope AUROC from the lines
+    .venv/bin/python experiments/intrinsic_grid.py recipe                        # the recipe lr from the sweep
 
 A cell is (base, reward, KL beta, advantage, lr, seed); it runs `tether lm train` (GRPO, 16 prompts x G=8 per step,
 clip 0.2 / 0.28, held-out evaluation every 10 steps on 128 fixed problems, k=4 samples at the base's temperature)
 in runs/intrinsic/grid/<base>/<reward>/kl<beta>-<advantage>-lr<lr>/s<seed>. Finished cells (final evaluation
 logged) are skipped, so a batch resumes where it stopped; several copies may run side by side (a cell is held by
-an flock on <dir>.lock, released when its process dies). Every run is one heavy job under
-`flock /tmp/tether-heavy.lock` with a 20-minute timeout.
+an flock on <dir>.lock, released when its process dies). Runs hold the machine-wide heavy-job lock
+/tmp/tether-heavy.lock, at most --hold-minutes (15) at a stretch, and each run has a 20-minute timeout.
 
 After each run the lines are rewritten from every finished run: docs/results/data/intrinsic_runs.jsonl for the
 grid (the issue's keys, the envelope flags computed by `envelope_test` over all finished grid runs, so they are
@@ -39,6 +41,7 @@ DATA = ROOT / "docs" / "results" / "data"
 GRID_LINES = DATA / "intrinsic_runs.jsonl"
 SWEEP_LINES = DATA / "intrinsic_lr_sweep.jsonl"
 BAND = 0.02
+HEAVY_LOCK = "/tmp/tether-heavy.lock"
 STEPS = 200
 SWEEP_LRS = (1e-6, 3e-6, 5e-6, 1e-5, 3e-5)
 KEYS = ("base", "temperature", "corpus", "reward", "kl_beta", "advantage", "lr", "seed", "steps", "acc_step0",
@@ -99,7 +102,19 @@ def finished(c: dict) -> bool:
 # ---------------------------------------------------------------- the learning-rate recipe
 
 def sweep_cells() -> list[dict]:
-    return [cell("sweep", "random", 0.0, "group_zscore", lr, s) for s in (0, 1) for lr in SWEEP_LRS]
+    """Seed 0 at every lr, then seed 1 at the lrs whose seed 0 stayed within the band (only those can be the
+    recipe; a failed seed already rules an lr out)."""
+    first = [cell("sweep", "random", 0.0, "group_zscore", lr, 0) for lr in SWEEP_LRS]
+    return first + [cell("sweep", "random", 0.0, "group_zscore", c["lr"], 1) for c in first
+                    if not finished(c) or _max_dev(c) <= BAND + 1e-9]
+
+
+def _max_dev(c: dict) -> float:
+    from tether.core.rundir import read_jsonl
+    from tether.lm.intrinsic.lens_report import ACC
+
+    accs = [e[ACC] for e in read_jsonl(cell_dir(c) / "eval.jsonl") if ACC in e]
+    return max(abs(a - accs[0]) for a in accs)
 
 
 def sweep_rows() -> list[dict]:
@@ -201,35 +216,65 @@ def lines() -> None:
 
 # ---------------------------------------------------------------- running
 
-def run_batch(name: str, max_minutes: float) -> int:
+class HeavyLock:
+    """The machine-wide heavy-job lock, held across consecutive cells for at most `hold_minutes` (one job of
+    several ~1-minute runs instead of one lock round per run), then released so others get the CPU."""
+
+    def __init__(self, hold_minutes: float, path: str = HEAVY_LOCK) -> None:
+        self.hold, self.path, self.f, self.since = 60 * hold_minutes, path, None, 0.0
+
+    def acquire(self) -> None:
+        if self.f is not None and time.time() - self.since > self.hold:
+            self.release()
+        if self.f is None:
+            self.f = open(self.path, "a")
+            fcntl.flock(self.f, fcntl.LOCK_EX)     # blocks while another heavy job runs
+            self.since = time.time()
+
+    def release(self) -> None:
+        if self.f is not None:
+            self.f.close()                          # closing drops the flock
+            self.f = None
+
+
+def run_batch(name: str, max_minutes: float, hold_minutes: float) -> int:
     todo = batches().get(name)
     if todo is None:
         raise SystemExit(f"batch {name!r} is unknown or not available yet; available: {sorted(batches())}")
     t_end = time.time() + 60 * max_minutes
     tether = str(ROOT / ".venv" / "bin" / "tether")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    for c in todo:
-        if time.time() > t_end:
-            print(f"stopping: --max-minutes {max_minutes} reached", flush=True)
-            break
-        if finished(c):
-            continue
-        d = cell_dir(c)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{d}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue   # another copy runs this cell
-            if finished(c):
-                continue
-            t0 = time.time()
-            with open(f"{d}.log", "w") as log:
-                rc = subprocess.call(["flock", "/tmp/tether-heavy.lock", "timeout", "1200", tether,
-                                      *train_args(c)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            print(f"{time.strftime('%H:%M:%S')} {'done' if rc == 0 else f'FAILED rc={rc}'} {d.relative_to(ROOT)} "
-                  f"({time.time() - t0:.0f} s)", flush=True)
-        lines()
+    heavy = HeavyLock(hold_minutes)
+    tried: set[Path] = set()
+    try:
+        while True:   # the batch is re-read after every run: the sweep's second seeds depend on the first
+            todo = [c for c in batches()[name] if cell_dir(c) not in tried and not finished(c)]
+            if not todo:
+                break
+            if time.time() > t_end:
+                print(f"stopping: --max-minutes {max_minutes} reached", flush=True)
+                break
+            c = todo[0]
+            tried.add(cell_dir(c))
+            d = cell_dir(c)
+            d.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{d}.lock", "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue   # another copy runs this cell
+                heavy.acquire()
+                if finished(c):
+                    continue
+                t0 = time.time()
+                with open(f"{d}.log", "w") as log:
+                    rc = subprocess.call(["timeout", "1200", tether, *train_args(c)], stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                print(f"{time.strftime('%H:%M:%S')} {'done' if rc == 0 else f'FAILED rc={rc}'} "
+                      f"{d.relative_to(ROOT)} ({time.time() - t0:.0f} s)", flush=True)
+            lines()
+    finally:
+        heavy.release()
     return 0
 
 
@@ -265,20 +310,39 @@ def table() -> None:
                   f"{np.mean([r['trunc_final'] for r in cs]):.3f} | {sum(r['collapsed'] for r in cs)}/{len(cs)} |")
 
 
+def lens_summary() -> None:
+    """AUROC (bootstrap 95 %) of the committed lines' envelope flags for success, per step."""
+    from tether.lm.intrinsic.lens import bootstrap_auroc
+    from tether.lm.intrinsic.lens_report import SUCCESS_GAIN
+
+    rows = [json.loads(x) for x in GRID_LINES.read_text().splitlines()] if GRID_LINES.exists() else []
+    y = np.array([r["acc_final"] - r["acc_step0"] >= SUCCESS_GAIN for r in rows])
+    print(f"runs {len(rows)}, succeeded {int(y.sum())} (gain >= {SUCCESS_GAIN}), failed {int((~y).sum())}")
+    for t in (10, 20, 30):
+        f = np.array([np.nan if r[f"enveloped_step{t}"] is None else float(r[f"enveloped_step{t}"]) for r in rows])
+        a, lo, hi, n = bootstrap_auroc(f, y, n_boot=2000)
+        print(f"enveloped at step {t}: AUROC {a:.3f} [{lo:.3f}, {hi:.3f}] over {n} scored runs "
+              f"({int(np.nansum(f))} enveloped)")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("run", "list", "lines", "table", "recipe"))
+    ap.add_argument("command", choices=("run", "list", "lines", "table", "lens", "recipe"))
     ap.add_argument("batch", nargs="?", default="")
     ap.add_argument("--max-minutes", type=float, default=1e9, help="start no new cell after this many minutes")
+    ap.add_argument("--hold-minutes", type=float, default=15.0,
+                    help="release the machine-wide heavy-job lock after this many minutes (then wait for it again)")
     a = ap.parse_args(argv)
     if a.command == "run":
-        return run_batch(a.batch, a.max_minutes)
+        return run_batch(a.batch, a.max_minutes, a.hold_minutes)
     if a.command == "list":
         list_batch(a.batch)
     elif a.command == "lines":
         lines()
     elif a.command == "table":
         table()
+    elif a.command == "lens":
+        lens_summary()
     else:
         print(f"{recipe_lr():g}")
     return 0
