@@ -114,6 +114,7 @@ def test_parallel_evaluator_runs_every_episode_to_its_time_limit_in_waves():
     with ParallelEvaluator(task, episodes=3, workers=2, max_steps=12, envs_per_worker=1) as ev:
         assert ev.slots == 2
         out = ev(still, 5, 5, seed=0)
+    assert out.pop("eval/seconds_per_50") > 0
     assert out == {"eval/success": 0.0, "eval/episode_length": 12.0}
     assert batches == [2, 2, 2, 1, 1, 1]  # two waves (2 + 1 episodes) of ceil(12 / 5) = 3 chunks each
 
@@ -144,6 +145,7 @@ def test_evaluator_workers_start_through_worker_init_and_ignore_ctrl_c(tmp_path,
         for p in ev.procs:  # at once, while they may still start: the SIGINT block covers that
             os.kill(p.pid, signal.SIGINT)
         out = ev(lambda obs: torch.zeros(obs.shape[0], 2), 1, 2, seed=0)
+    out.pop("eval/seconds_per_50")
     assert out == {"eval/success": 1.0, "eval/episode_length": 1.0}  # both workers survived Ctrl-C
     assert calls.read_text().split() == [str(os.getpid())] * 2
     assert "KeyboardInterrupt" not in capfd.readouterr().err
@@ -227,3 +229,59 @@ def test_a_corrupted_dataset_file_is_one_clear_error(tmp_path):
     (tmp_path / "scene-play-v0-val.npz").write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="cannot be read .*regenerate it with `tether flow data --env scene-play"):
         load_buffer(Task.parse("scene-play-singletask-task2-v0"), tmp_path, reward="sparse")
+
+
+LEAN_WORKERS = r"""
+import json, sys, time
+import torch
+from tether.flow.ogbench.env import ParallelEvaluator, Task
+
+def mem(pid):
+    out = {}
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            out["rss_mb"] = int(line.split()[1]) / 1024
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        k, *v = line.split()
+        if k in ("Pss:", "Private_Clean:", "Private_Dirty:"):
+            out[k.rstrip(":").lower() + "_mb"] = int(v[0]) / 1024
+    return out
+
+ev = ParallelEvaluator(Task.parse("scene-play-singletask-task2-v0"), episodes=4, workers=2, max_steps=5)
+start = time.perf_counter()
+ev(lambda obs: torch.zeros(obs.shape[0], 25), 5, 5, seed=0)  # every worker has built its env copies
+print(json.dumps({"pids": ev.worker_pids(), "mem": [mem(p) for p in ev.worker_pids()],
+                  "slots": ev.slots, "seconds": time.perf_counter() - start}), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_scene_eval_workers_stay_under_1gb_and_die_when_the_trainer_is_killed():
+    """Default evaluator (2 copies per worker): each scene worker < 1 GB resident; `kill -9` of the process that
+    owns the evaluator leaves no worker alive (printed: RSS, PSS and private MB per worker)."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", LEAN_WORKERS], stdout=subprocess.PIPE, text=True)
+    try:
+        report = json.loads(proc.stdout.readline())
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup in the parent
+        proc.wait()
+    print(json.dumps(report))
+    assert report["slots"] == 4 and len(report["pids"]) == 2
+    assert all(m["rss_mb"] < 1024 for m in report["mem"]), report
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in report["pids"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in report["pids"]), "evaluation workers outlived the killed trainer"

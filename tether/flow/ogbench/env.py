@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import re
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,14 +132,16 @@ def _worker(conn, task: Task, n_envs: int, max_steps: int, parent_pid: int) -> N
 
 class ParallelEvaluator:
     """Episodes spread over `workers` processes holding `envs_per_worker` env copies each (a scene env holds
-    ~175 MB, so 50 copies at once would need ~9 GB); episodes run in waves of workers * envs_per_worker, and
-    the policy acts once per chunk on the batch of a wave's unfinished episodes.
+    ~175 MB, so 50 copies at once would need ~9 GB; the default is 2 per worker); episodes run in waves of
+    workers * envs_per_worker, and the policy acts once per chunk on the batch of a wave's unfinished episodes.
+    Create it early (before a large dataset is loaded): the workers fork from the process as it is then.
+    Workers die with the parent, even on `kill -9` (core.signals.worker_init).
 
     Use as a context manager (or call `close`); `__call__(act, horizon, act_dim, seed=...)` returns eval metrics.
     Episode e is reset with seed + e whatever the wave layout.
     """
 
-    def __init__(self, task: Task, *, episodes: int, workers: int = 2, max_steps: int = 0, envs_per_worker: int = 10):
+    def __init__(self, task: Task, *, episodes: int, workers: int = 2, max_steps: int = 0, envs_per_worker: int = 2):
         self.episodes = episodes
         self.workers = max(1, min(workers, episodes))
         self.slots = min(episodes, self.workers * max(1, envs_per_worker))  # env copies in all
@@ -156,15 +159,22 @@ class ParallelEvaluator:
 
     @torch.no_grad()
     def __call__(self, act, horizon: int, act_dim: int, *, seed: int) -> dict[str, float]:
-        """act: obs (B, S) -> chunks (B, H * A). Runs every episode to its end; success at the last step."""
+        """act: obs (B, S) -> chunks (B, H * A). Runs every episode to its end; success at the last step.
+        Also reports the wall seconds of the evaluation, scaled to 50 episodes (`eval/seconds_per_50`)."""
+        start = time.perf_counter()
         success, steps = {}, {}
         for first in range(0, self.episodes, self.slots):
             wave = range(first, min(first + self.slots, self.episodes))
             ok, n = self._wave(act, horizon, act_dim, {j: seed + e for j, e in enumerate(wave)})
             success.update({first + j: v for j, v in ok.items()})
             steps.update({first + j: v for j, v in n.items()})
+        seconds = time.perf_counter() - start
         return {"eval/success": float(np.mean([success[e] for e in range(self.episodes)])),
-                "eval/episode_length": float(np.mean([steps[e] for e in range(self.episodes)]))}
+                "eval/episode_length": float(np.mean([steps[e] for e in range(self.episodes)])),
+                "eval/seconds_per_50": seconds * 50 / max(self.episodes, 1)}
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
     def _wave(self, act, horizon: int, act_dim: int, seeds: dict[int, int]) -> tuple[dict, dict]:
         """Run one episode per slot j (reset with seeds[j]) to its end; (success, steps) keyed by slot."""

@@ -66,8 +66,9 @@ class OGBenchConfig:
     """Offline/online steps, batch, evaluation cadence (paper: 1M + 500K, eval every 50K with 50 episodes)."""
     eval_workers: int = 2
     """Processes stepping the evaluation env copies."""
-    eval_envs: int = 10
-    """Env copies per evaluation process (episodes run in waves; a scene env holds ~175 MB)."""
+    eval_envs: int = 2
+    """Env copies per evaluation process (episodes run in waves; a scene env holds ~175 MB, so a scene worker with
+    2 copies stays under 1 GB resident)."""
     max_episode_steps: int = 0
     """Episode time limit of the evaluation and online envs; 0 = OGBench's (scene 750, puzzle/cube-double 500)."""
     run: RunConfig = field(default_factory=RunConfig)
@@ -143,29 +144,29 @@ def run_train(cfg: OGBenchConfig) -> int:
     task = Task.parse(cfg.task)
     data_file = task.dataset_file(cfg.data_dir)  # clear error before any work
     start = time.perf_counter()
-    # the dataset loads (and a corrupt file is refused) before the run directory is touched
-    buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=cfg.schedule.online_steps,
-                         device=device)
-    run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
-    agent = build_agent(cfg.method, cfg, cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1], seed=cfg.run.seed,
-                        device=device)
-    if cfg.bc_steps and not cfg.run.resume:
-        agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))
     s = cfg.schedule
     eval_seed = 10_000 + cfg.run.seed
+    # the evaluation workers fork first, from a process without the dataset or the agent (lean workers); the
+    # dataset loads (and a corrupt file is refused) before the run directory is touched
     with ParallelEvaluator(task, episodes=s.eval_episodes, workers=cfg.eval_workers, max_steps=cfg.max_episode_steps,
-                           envs_per_worker=cfg.eval_envs) as ev, \
-            progress(s.offline_steps + s.online_steps, f"{cfg.method} {task.name}") as bar:
-        done = [0]
+                           envs_per_worker=cfg.eval_envs) as ev:
+        buffer = load_buffer(task, cfg.data_dir, reward=cfg.reward, extra_capacity=s.online_steps, device=device)
+        run = RunDir.from_config(cfg.run, cfg, default_dir=f"runs/flow/{task.name}/{cfg.method}-s{cfg.run.seed}")
+        agent = build_agent(cfg.method, cfg, cfg.agent, buffer.obs.shape[1], buffer.actions.shape[1],
+                            seed=cfg.run.seed, device=device)
+        if cfg.bc_steps and not cfg.run.resume:
+            agent.load_pretrained(pretrained_bc(cfg, buffer, dataset_digest(data_file)))
+        with progress(s.offline_steps + s.online_steps, f"{cfg.method} {task.name}") as bar:
+            done = [0]
 
-        def on_step(step: int, m: dict[str, float]) -> None:
-            shown = {k.replace("/", "_"): v for k, v in m.items()
-                     if k in ("loss/critic", "q/mean", "kl/path", "eval/success")}
-            bar.update(step - done[0], **shown)
-            done[0] = step
+            def on_step(step: int, m: dict[str, float]) -> None:
+                shown = {k.replace("/", "_"): v for k, v in m.items()
+                         if k in ("loss/critic", "q/mean", "kl/path", "eval/success")}
+                bar.update(step - done[0], **shown)
+                done[0] = step
 
-        fit(agent, buffer, s, run, cfg.run, env_fn=lambda: OGBenchEnv(task, cfg.reward, cfg.max_episode_steps),
-            evaluator=lambda a: ev(a.act, a.cfg.horizon, a.act_dim, seed=eval_seed), on_step=on_step)
+            fit(agent, buffer, s, run, cfg.run, env_fn=lambda: OGBenchEnv(task, cfg.reward, cfg.max_episode_steps),
+                evaluator=lambda a: ev(a.act, a.cfg.horizon, a.act_dim, seed=eval_seed), on_step=on_step)
     out = summarize(run, s.offline_steps, time.perf_counter() - start)
     run.close()
     # a few lines for a person; the same numbers, machine-readable, are in summary.json
