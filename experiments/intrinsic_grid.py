@@ -1,6 +1,6 @@
 """The intrinsic-reward grid of docs/results/intrinsic.md as resumable batches (issue 20).
 
-    .venv/bin/python experiments/intrinsic_grid.py run BATCH [--max-minutes M]   # run the batch's unfinished cells
+    .venv/bin/python experiments/intrinsic_grid.py run BATCH[,BATCH] [--max-minutes M]   # run unfinished cells
     .venv/bin/python experiments/intrinsic_grid.py list BATCH                    # its cells and which are done
     .venv/bin/python experiments/intrinsic_grid.py lines                         # rewrite the JSON lines only
     .venv/bin/python experiments/intrinsic_grid.py table                         # markdown tables from the lines
@@ -237,10 +237,17 @@ class HeavyLock:
             self.f = None
 
 
+def _cells_of(names: str) -> list[dict]:
+    """The cells of one batch or of a comma-separated list of batches, in that order."""
+    avail = batches()
+    bad = [n for n in names.split(",") if n not in avail]
+    if bad:
+        raise SystemExit(f"batch(es) {bad} unknown or not available yet; available: {sorted(avail)}")
+    return [c for n in names.split(",") for c in avail[n]]
+
+
 def run_batch(name: str, max_minutes: float, hold_minutes: float) -> int:
-    todo = batches().get(name)
-    if todo is None:
-        raise SystemExit(f"batch {name!r} is unknown or not available yet; available: {sorted(batches())}")
+    _cells_of(name)   # fail before any work on an unknown batch
     t_end = time.time() + 60 * max_minutes
     tether = str(ROOT / ".venv" / "bin" / "tether")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -248,7 +255,7 @@ def run_batch(name: str, max_minutes: float, hold_minutes: float) -> int:
     tried: set[Path] = set()
     try:
         while True:   # the batch is re-read after every run: the sweep's second seeds depend on the first
-            todo = [c for c in batches()[name] if cell_dir(c) not in tried and not finished(c)]
+            todo = [c for c in _cells_of(name) if cell_dir(c) not in tried and not finished(c)]
             if not todo:
                 break
             if time.time() > t_end:

@@ -2,6 +2,7 @@
 score, the global and within-group AUROC for correctness, at the base's sampling temperature and completion cap.
 
     .venv/bin/python experiments/intrinsic_prior.py [BASE ...]    # default: every base of intrinsic_grid.BASES
+    .venv/bin/python experiments/intrinsic_prior.py --table       # the markdown table of the committed lines
 
 128 held-out running-sum prompts x 8 samples (`tether lm prior-check`'s code), greedy accuracy on the same 128
 prompts (`evaluate_split`). Writes one JSON line per (base, score) to docs/results/data/intrinsic_prior.jsonl
@@ -45,8 +46,29 @@ def check_base(name: str) -> list[dict]:
     return [{**head, **r} for r in rows]
 
 
+SCORES = ("lp", "ent", "avg_ent", "renyi", "cp", "self_certainty", "rent", "em_seq", "rlsc", "majority", "semantic",
+          "random", "format")
+
+
+def table() -> None:
+    rows = [json.loads(x) for x in OUT.read_text().splitlines()]
+    keys = list(dict.fromkeys((r["base"], r["temperature"], r["corpus"]) for r in rows))
+    print("| base | T | corpus | pass@1 | maj@8 | greedy | len | " + " | ".join(SCORES) + " |")
+    print("|---" * (7 + len(SCORES)) + "|")
+    for k in keys:
+        rs = {r["reward"]: r for r in rows if (r["base"], r["temperature"], r["corpus"]) == k}
+        h = next(iter(rs.values()))
+        print(f"| {k[0]} | {k[1]:g} | {k[2]} | {h['pass@1']:.2f} | {h['maj@8']:.2f} | {h['greedy']:.2f} | "
+              f"{h['len_mean']:.1f} | " + " | ".join(f"{rs[n]['auroc_within']:.2f}" if n in rs else "-"
+                                                     for n in SCORES) + " |")
+
+
 def main(names: list[str]) -> int:
     from intrinsic_grid import BASES
+
+    if names == ["--table"]:
+        table()
+        return 0
 
     from tether.core.seeding import one_thread
 
