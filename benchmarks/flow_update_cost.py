@@ -51,7 +51,7 @@ from tether.flow.qam import QAMAgent, QAMConfig  # noqa: E402
 from tether.flow.trqam import TRQAMAgent, TRQAMConfig  # noqa: E402
 
 B, OBS, ACT, H, K = 256, 40, 5, 5, 10
-VARIANTS = {"fp32": {}, "bf16": {"bf16": True}}
+VARIANTS = {"fp32": {}, "bf16": {"bf16": True}, "compiled": {"compile": True}}
 """Named AgentConfig overrides that `--variants` times against each other."""
 
 

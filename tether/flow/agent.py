@@ -60,6 +60,10 @@ class AgentConfig:
     """Global grad-norm clip; 0 disables it."""
     flow_steps: int = 10
     """Euler / SDE steps K (keep >= 10: fewer collapse QAM)."""
+    compile: bool = False
+    """torch.compile the loss forward and its backward (graph breaks at the random draws, which stay eager and
+    exact); about 40 s of compilation on a CPU core, then a 128/2 FQL update is ~15% faster: worth it for long
+    runs, not for tests or the toy (docs/results/trqam.md, section 7)."""
     bf16: bool = False
     """bfloat16 autocast of the update's network passes, fp32 master weights and optimiser (native on GPUs and on
     CPUs with AVX512-BF16/AMX; emulated and several times slower on AVX2-only CPUs: docs/results/trqam.md)."""
@@ -101,6 +105,7 @@ class FlowAgent(nn.Module):
         self.build_actor()
         self.to(self.device)
         self.set_trainable([p for p in self.parameters() if p.requires_grad])
+        self._losses = torch.compile(self.losses) if cfg.compile else self.losses
         self.guard, self.updates = NonFiniteGuard(lr_flag="--agent.lr"), 0  # non-finite loss/gradient: skipped
         zero = torch.zeros((), device=self.device)
         self.skipped, self.consecutive, self.worst_run = zero.clone(), zero.clone(), zero.clone()
@@ -207,12 +212,7 @@ class FlowAgent(nn.Module):
         No host sync: the skip is decided on the device (fused Adam's `found_inf`, a zero EMA weight, torch.where
         in the dual), metrics are 0-d tensors on the agent's device; every PARAM_CHECK_EVERY updates
         `check_health` syncs once."""
-        batch = batch.to(self.device)
-        with self.autocast():
-            critic_loss, metrics = self.critic_loss(batch)
-            bc_loss, m_bc = self.bc_loss(batch)
-            actor_loss, m_actor = self.actor_loss(batch)
-            total = (critic_loss + bc_loss + actor_loss).float()
+        total, metrics = self._losses(batch.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         grad_norm = clip_grad_norm(self.params, self.cfg.grad_clip or None)
@@ -228,12 +228,21 @@ class FlowAgent(nn.Module):
         self.skipped += skip
         self.consecutive = (self.consecutive + 1) * skip
         self.worst_run = torch.maximum(self.worst_run, self.consecutive)
-        metrics = {**metrics, **m_bc, **m_actor, "loss/total": total.detach(), "grad/norm": grad_norm.detach(),
+        metrics = {**metrics, "loss/total": total.detach(), "grad/norm": grad_norm.detach(),
                    "grad/skipped_steps": self.skipped.clone()}
         self.after_step(metrics, applied)
         if self.updates % PARAM_CHECK_EVERY == 1:  # finite gradients, non-finite weights (a huge lr): stop
             self.check_health()
         return metrics
+
+    def losses(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """critic TD + BC + actor loss (fp32 scalar) and their detached metrics: the part `agent.compile` compiles."""
+        with self.autocast():
+            critic_loss, metrics = self.critic_loss(batch)
+            bc_loss, m_bc = self.bc_loss(batch)
+            actor_loss, m_actor = self.actor_loss(batch)
+            total = (critic_loss + bc_loss + actor_loss).float()
+        return total, {**metrics, **m_bc, **m_actor}
 
     def check_health(self) -> None:
         """Raise NonFiniteError if a weight is NaN/inf or `guard.max_consecutive` updates in a row were skipped
