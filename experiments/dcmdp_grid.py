@@ -1,0 +1,246 @@
+"""The DCMDP testbed grid of docs/results/dcmdp.md: resumable, one JSON line per finished run.
+
+usage:
+  python experiments/dcmdp_grid.py calibrate             noise scales giving step-0 delta-bar = c and 4c (per base)
+  python experiments/dcmdp_grid.py probe --step 0|100    `tether lm grad-bias` on the dense base, int4 and noisy
+  python experiments/dcmdp_grid.py cells [--limit N]     the training cells in the issue's order
+  python experiments/dcmdp_grid.py list                  the cells, in order, with their state
+
+Every heavy job runs as `flock /tmp/tether-heavy.lock timeout 1140 ...` (<= 20 min, so other jobs get the CPU);
+a training cell that is cut by the timeout saves at the next step boundary (SIGTERM) and the next call resumes it
+with --run.resume. A cell whose line is already in docs/results/data/dcmdp_runs.jsonl is skipped.
+
+Cells: bases dense (long) then MoE (long-moe, top-1 of 4 experts); engines fp32 (control, `none` only), int4,
+logit noise at c and at 4c (c = 0.0037, the DCMDP tolerance); minibatches 1 then 4; arms none, tis_token (C = 2),
+mis_seq, icepop [0.5, 5], dcmdp token_immediate and differentiable at lambda_max 1, 3, 10 (normalised dual step);
+seed 0 of every cell first, then seeds 1 and 2 (seeds are cut before arms). 400 steps of 16 prompts x 8, lr 3e-5,
+clip-higher 0.28, dual-clip 3; evaluation every 50 steps on 128 held-out problems x 8 samples with seed-dependent
+evaluation noise (eval.seed = 1234 + seed), then the final weights again with the fp32 engine.
+
+Collapse rule (stated in docs/results/dcmdp.md): a run collapsed if its final deployed held-out sampled accuracy is
+below half its step-0 value, or it stopped on non-finite weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+from dcmdp_eval import evaluate_run  # noqa: E402
+
+LOCK = "/tmp/tether-heavy.lock"
+JOB_SECONDS = 1140
+TETHER = str(ROOT / ".venv" / "bin" / "tether")
+DATA = ROOT / "docs" / "results" / "data"
+RUNS_JSONL = DATA / "dcmdp_runs.jsonl"
+PROBE_JSONL = DATA / "dcmdp_probe.jsonl"
+CALIBRATION = DATA / "dcmdp_calibration.json"
+BASES = {"dense": "tether/lm/dcmdp/bases/long", "moe": "tether/lm/dcmdp/bases/long-moe"}
+C = 0.0037
+STEPS = 400
+TASK = ["--task.difficulty", "12", "--rollout.max-new-tokens", "128"]
+ARMS = ([("none", None), ("tis_token", None), ("mis_seq", None), ("icepop", None)]
+        + [(f"dcmdp_{v}", lm) for v in ("token_immediate", "differentiable") for lm in (1.0, 3.0, 10.0)])
+
+
+@dataclass(frozen=True)
+class Cell:
+    base: str
+    engine: str          # fp32 | int4 | noisy
+    calibration: str     # "" | c | 4c
+    arm: str
+    lambda_max: float | None
+    minibatches: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        eng = self.engine + (f"-{self.calibration}" if self.calibration else "")
+        lam = f"-lmax{self.lambda_max:g}" if self.lambda_max is not None else ""
+        return f"{self.base}/{eng}/mb{self.minibatches}/{self.arm}{lam}/s{self.seed}"
+
+
+def cells() -> list[Cell]:
+    """Every cell in the issue's order, seed 0 of everything before seeds 1 and 2."""
+    out = []
+    for seed in (0, 1, 2):
+        for base in ("dense", "moe"):
+            for mb in (1, 4):
+                out.append(Cell(base, "fp32", "", "none", None, mb, seed))
+                for engine, cal in (("int4", ""), ("noisy", "c"), ("noisy", "4c")):
+                    out += [Cell(base, engine, cal, arm, lam, mb, seed) for arm, lam in ARMS]
+    return out
+
+
+def calibration() -> dict:
+    return json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
+
+
+def calibrate() -> dict:
+    """Noise scales whose step-0 delta-bar is c and 4c on each base (held-out prompts of the training setting)."""
+    from tether.lm.dcmdp.mismatch import MismatchConfig, calibrate_logit_noise, load_policy
+    from tether.lm.grpo.config import TaskSpec
+    from tether.lm.model.tokenizer import CharTokenizer
+
+    torch.set_num_threads(1)
+    out = calibration()
+    tok = CharTokenizer()
+    for base, path in BASES.items():
+        policy = load_policy(path, tok)
+        cfg = MismatchConfig(task=TaskSpec(difficulty=12), n_prompts=64, samples=4, max_new_tokens=128, vocab=False)
+        for label, target in (("c", C), ("4c", 4 * C)):
+            if f"{base}/{label}" in out:
+                continue
+            scale, delta = calibrate_logit_noise(policy, tok, target, cfg)
+            out[f"{base}/{label}"] = {"logit_noise": scale, "delta_mean": delta, "target": target}
+            print(f"{base} {label}: logit_noise {scale:.4g} -> delta-bar {delta:.4g} (target {target:.4g})", flush=True)
+            CALIBRATION.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def train_args(cell: Cell, run_dir: Path) -> list[str]:
+    args = ["lm", "train", "--preset", "gsm-tiny", "--model.path", BASES[cell.base], *TASK, "--steps", str(STEPS),
+            "--optim.lr", "3e-5", "--optim.minibatches", str(cell.minibatches), "--algo.dual-clip", "3",
+            "--eval.every", "50", "--eval.n-prompts", "128", "--eval.k", "8", "--eval.splits", "heldout",
+            "--eval.seed", str(1234 + cell.seed), "--samples-every", "0", "--run.save-every", "50",
+            "--run.seed", str(cell.seed), "--run.dir", str(run_dir)]
+    if cell.engine == "noisy":
+        args += ["--rollout.logit-noise", f"{calibration()[f'{cell.base}/{cell.calibration}']['logit_noise']:.6g}"]
+    else:
+        args += ["--rollout.precision", cell.engine]
+    if cell.arm.startswith("dcmdp"):
+        args += ["--correction.name", "dcmdp", "--correction.variant", cell.arm.split("_", 1)[1],
+                 "--correction.lambda-max", f"{cell.lambda_max:g}", "--correction.normalized"]
+    else:
+        args += ["--correction.name", cell.arm]
+    return args
+
+
+def heavy(argv: list[str]) -> int:
+    """One heavy job: under the machine-wide lock, at most JOB_SECONDS (then SIGTERM: the trainer saves and stops)."""
+    cmd = ["flock", LOCK, "timeout", "-k", "60", str(JOB_SECONDS), *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def finished(cell: Cell) -> bool:
+    return any(r.get("cell") == cell.name for r in _rows(RUNS_JSONL))
+
+
+def run_dir_of(cell: Cell, root: Path) -> Path:
+    return root / cell.name
+
+
+def run_cell(cell: Cell, root: Path, max_jobs: int = 4) -> bool:
+    """Train (resuming across <= 20-min jobs), evaluate in fp32, append the line. True when the line was written."""
+    run = run_dir_of(cell, root)
+    for _ in range(max_jobs):
+        evals = _rows(run / "eval.jsonl")
+        if evals and evals[-1]["step"] >= STEPS and (run / "checkpoints" / f"step_{STEPS:07d}").exists():
+            break
+        resume = ["--run.resume"] if list((run / "checkpoints").glob("step_*")) else []
+        heavy([TETHER, *train_args(cell, run), *resume])
+    else:
+        evals = _rows(run / "eval.jsonl")
+        if not (evals and evals[-1]["step"] >= STEPS):
+            print(f"{cell.name}: not finished after {max_jobs} jobs", flush=True)
+            return False
+    torch.set_num_threads(1)
+    fp32 = evaluate_run(run, "fp32")
+    (run / "eval_fp32.json").write_text(json.dumps(fp32, indent=1))
+    line = summarise(cell, run, fp32)
+    with open(RUNS_JSONL, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    print(json.dumps(line), flush=True)
+    return True
+
+
+def summarise(cell: Cell, run: Path, fp32: dict) -> dict:
+    """The issue's keys (+ a few diagnostics) of one finished run."""
+    evals, metrics = _rows(run / "eval.jsonl"), _rows(run / "metrics.jsonl")
+    acc0, acc = evals[0]["eval/heldout/sample_acc"], evals[-1]["eval/heldout/sample_acc"]
+    last = metrics[-20:]
+    mean = lambda key, rows: sum(r[key] for r in rows if key in r) / max(1, sum(key in r for r in rows))  # noqa: E731
+    nonfinite = any(r.get("grad/skipped_steps", 0) > 0 for r in metrics[-1:])
+    noise = calibration().get(f"{cell.base}/{cell.calibration}", {}).get("logit_noise") if cell.calibration else None
+    return {
+        "cell": cell.name, "base": cell.base, "engine": cell.engine, "calibration": cell.calibration or None,
+        "logit_noise": noise, "correction": cell.arm, "lambda_max": cell.lambda_max,
+        "minibatches": cell.minibatches, "seed": cell.seed, "steps": int(evals[-1]["step"]),
+        "acc_deployed": acc, "acc_fp32": fp32["eval/heldout/sample_acc"], "acc_deployed_step0": acc0,
+        "greedy_deployed": evals[-1]["eval/heldout/greedy_acc"], "greedy_fp32": fp32["eval/heldout/greedy_acc"],
+        "collapsed": bool(acc < 0.5 * acc0 or nonfinite),
+        "delta_mean_last": mean("mismatch/delta_mean", last), "delta_mean_first": mean("mismatch/delta_mean",
+                                                                                       metrics[:20]),
+        "kl_k3_last": mean("mismatch/kl_k3", last), "abs_dlogp_max_last": mean("mismatch/abs_log_ratio_max", last),
+        "grad_norm_max": max(r.get("grad/norm", 0.0) for r in metrics),
+        "ppl_train_last": mean("mismatch/ppl_train", last),
+        "route_flip_last": mean("mismatch/route_flip_frac", last) if cell.base == "moe" else None,
+        "lambda_last": metrics[-1].get("dual/dcmdp/lambda"), "skipped_steps": metrics[-1].get("grad/skipped_steps"),
+        "run_dir": str(run),
+    }
+
+
+def probe(step: int, root: Path) -> None:
+    """grad-bias for none/TIS/IcePop/DCMDP on the dense base with int4 and noisy engines, at step 0 or a run's step."""
+    cal = calibration()
+    done = {(r["tag"], r["correction"]) for r in _rows(PROBE_JSONL)}
+    for engine, label in (("int4", ""), ("noisy", "c"), ("noisy", "4c")):
+        tag = f"dense/{engine}{'-' + label if label else ''}/step{step}"
+        if any(t == tag for t, _ in done):
+            continue
+        if step == 0:
+            ckpt = BASES["dense"]
+        else:  # the uncorrected run's own weights at that step
+            run = run_dir_of(Cell("dense", engine, label, "none", None, 1, 0), root)
+            ckpt = str(run / "checkpoints" / f"step_{step:07d}")
+            if not Path(ckpt).exists():
+                print(f"{tag}: {ckpt} does not exist yet (run that cell first)", flush=True)
+                continue
+        eng = (["--precision", "fp32", "--logit-noise", f"{cal[f'dense/{label}']['logit_noise']:.6g}"]
+               if engine == "noisy" else ["--precision", engine])
+        heavy([TETHER, "lm", "grad-bias", "--checkpoint", ckpt, *eng, "--corrections", "none,tis_token,icepop,dcmdp",
+               *TASK[:2], "--max-new-tokens", "128", "--n-prompts", "32", "--group-size", "8", "--json",
+               "--out", str(PROBE_JSONL), "--tag", tag])
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["calibrate", "probe", "cells", "list"])
+    ap.add_argument("--step", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="run at most this many unfinished cells (0 = all)")
+    ap.add_argument("--only", default="", help="run only cells whose name contains this string")
+    ap.add_argument("--root", type=Path, default=ROOT / "runs" / "dcmdp2")
+    a = ap.parse_args(argv)
+    if a.what == "calibrate":
+        calibrate()
+    elif a.what == "probe":
+        probe(a.step, a.root)
+    elif a.what == "list":
+        for c in cells():
+            print(("done " if finished(c) else "     ") + c.name)
+    else:
+        if not calibration():
+            raise SystemExit("run `python experiments/dcmdp_grid.py calibrate` first (the noisy cells need it)")
+        todo = [c for c in cells() if not finished(c) and a.only in c.name]
+        for c in todo[: a.limit or None]:
+            run_cell(c, a.root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
