@@ -68,7 +68,7 @@ def cpu_name() -> str:
 def machine() -> dict:
     """Where a figure comes from: CPU name and torch's SIMD capability (AVX2 vs AVX512 decide bf16 speed)."""
     out = {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "torch": torch.__version__, "threads": torch.get_num_threads()}
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
     return out

@@ -62,7 +62,7 @@ class AgentConfig:
     """Euler / SDE steps K (keep >= 10: fewer collapse QAM)."""
     compile: bool = False
     """torch.compile the loss forward and its backward (graph breaks at the random draws, which stay eager and
-    exact); about 40 s of compilation on a CPU core, then a 128/2 FQL update is ~15% faster: worth it for long
+    exact); about 40 s of compilation on a CPU core, then a 128/2 FQL update is ~13% faster (QAM ~2%): worth it for long
     runs, not for tests or the toy (docs/results/trqam.md, section 7)."""
     bf16: bool = False
     """bfloat16 autocast of the update's network passes, fp32 master weights and optimiser (native on GPUs and on
