@@ -38,3 +38,16 @@ def test_ema_update_and_frozen_copy():
     expected = 0.9 * t.weight + 0.1 * b.weight
     ema_update(t, b, 0.1)
     assert torch.allclose(t.weight, expected)
+
+
+def test_ema_update_with_a_tensor_weight_equals_the_float_weight():
+    """The device path (0-d tensor tau, no host sync) gives the float path's result; tau 0 leaves the target."""
+    torch.manual_seed(0)
+    online, a, b = (torch.nn.Linear(3, 4) for _ in range(3))
+    b.load_state_dict(a.state_dict())
+    ema_update(a, online, 0.25)
+    ema_update(b, online, torch.tensor(0.25))
+    assert all(torch.allclose(x, y, atol=1e-7) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    before = [p.clone() for p in b.parameters()]
+    ema_update(b, online, torch.tensor(0.0))
+    assert all(torch.equal(x, y) for x, y in zip(before, b.parameters(), strict=True))

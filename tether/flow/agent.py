@@ -221,7 +221,8 @@ class FlowAgent(nn.Module):
         self.optimizer.found_inf = skip
         self.optimizer.step()
         self.updates += 1
-        tau = self.cfg.tau * applied.float()  # a skipped step moves no target either
+        # a skipped step moves no target either; on the CPU reading `applied` costs nothing and keeps the one-pass lerp
+        tau = (self.cfg.tau if bool(applied) else 0.0) if self.device.type == "cpu" else self.cfg.tau * applied.float()
         ema_update(self.critic_target, self.critic, tau)
         if self.reference == "ema":
             ema_update(self.slow_target, self.slow, tau)

@@ -114,8 +114,16 @@ class CriticEnsemble(nn.Module):
 def ema_update(target: nn.Module, online: nn.Module, tau: float | Tensor) -> None:
     """Polyak average: target <- tau * online + (1 - tau) * target (tau = 0.005 in FQL/QAM/TRQAM).
 
-    One foreach lerp over all tensors; `tau` may be a 0-d tensor on the device (0 for a skipped step, no sync)."""
-    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+    Foreach ops over all tensors. `tau` may be a 0-d tensor on the device (0 for a skipped step): then it is
+    target += tau * (online - target), because `_foreach_lerp_` takes a tensor weight as a Python scalar (a host
+    sync on a GPU)."""
+    targets, sources = list(target.parameters()), list(online.parameters())
+    if isinstance(tau, Tensor):
+        diff = torch._foreach_sub(sources, targets)
+        torch._foreach_mul_(diff, tau)
+        torch._foreach_add_(targets, diff)
+    else:
+        torch._foreach_lerp_(targets, sources, tau)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
