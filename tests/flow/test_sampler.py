@@ -102,3 +102,18 @@ def test_memoryless_sde_and_ode_share_the_terminal_marginal():
         x = x + h * v(OBS0, x, torch.full((n, 1), k * h)) + noise
     _, p_wrong = mmd_permutation_test(x, ode, bandwidth=0.2, permutations=200, generator=g)
     assert p_wrong < 0.01, p_wrong
+
+
+def test_rollout_fast_out_keeps_the_graphs_of_the_same_passes():
+    """fast_out changes nothing in the rollout; it returns v_fast(X_k, t_k), k < K-1, with their graphs (QAM's loss
+    reuses them instead of a second forward)."""
+    torch.manual_seed(0)
+    fast, base = VelocityField(2, 3, (16,)), VelocityField(2, 3, (16,))
+    obs, x0 = torch.randn(5, 2), torch.randn(5, 3)
+    xs, ts, xk = memoryless_rollout(fast, base, obs, x0, 6, generator=torch.Generator().manual_seed(1))
+    kept: list = []
+    xs2, _, xk2 = memoryless_rollout(fast, base, obs, x0, 6, generator=torch.Generator().manual_seed(1), fast_out=kept)
+    assert torch.equal(xs, xs2) and torch.equal(xk, xk2) and len(kept) == 5
+    assert not xs2.requires_grad and all(v.requires_grad for v in kept)
+    for k, v in enumerate(kept):
+        assert torch.allclose(v, fast(obs, xs[k], ts[k].expand(5, 1)), atol=1e-6)

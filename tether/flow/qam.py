@@ -67,15 +67,18 @@ class QAMAgent(FlowAgent):
 
     def actor_loss(self, batch: ChunkBatch) -> tuple[Tensor, dict[str, Tensor]]:
         obs, K = batch.obs, self.cfg.flow_steps
-        n = obs.shape[0]
-        xs, ts, x_final = memoryless_rollout(self.fast, self.base, obs, self.noise(n), K, draw=lambda: self.noise(n))
+        n, fast_v = obs.shape[0], []
+        # the rollout's own fast-flow passes, with their graphs, are the loss's v_fast at k < K-1 (not recomputed)
+        xs, ts, x_final = memoryless_rollout(self.fast, self.base, obs, self.noise(n), K, draw=lambda: self.noise(n),
+                                             fast_out=fast_v)
         grad_q = self.q_grad(obs, x_final)  # (B, D)
         g2 = memoryless_g2(ts, 1.0 / K)  # (K,)
         sigma, adj_scale = self.temperature_terms(g2.sqrt())
         adj = lean_adjoint(self.base, obs, xs, ts, -adj_scale * grad_q)  # (K, B, D)
         obs_k = obs.unsqueeze(0).expand(K, *obs.shape)  # (K, B, S)
         t_k = ts.view(K, 1, 1).expand(K, obs.shape[0], 1)  # (K, B, 1)
-        v_fast = self.fast(obs_k, xs, t_k)  # (K, B, D), the one forward used by the loss and the KL
+        last = self.fast(obs, xs[-1], t_k[-1])  # X_{K-1}: the rollout's last step used the base
+        v_fast = torch.stack([*fast_v, last])  # (K, B, D), used by the loss and the KL
         with torch.no_grad():
             v_base = self.base(obs_k, xs, t_k)
         delta = v_fast - v_base

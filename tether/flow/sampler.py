@@ -43,7 +43,8 @@ def euler_sample(v: Velocity, obs: Tensor, noise: Tensor, steps: int, *, clip: b
 @torch.no_grad()
 def memoryless_rollout(
     v_fast: Velocity, v_base: Velocity, obs: Tensor, noise: Tensor, steps: int, *,
-    generator: torch.Generator | None = None, draw: Callable[[], Tensor] | None = None
+    generator: torch.Generator | None = None, draw: Callable[[], Tensor] | None = None,
+    fast_out: list[Tensor] | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Memoryless SDE rollout of the fine-tuned flow (arXiv:2409.08861, as in the QAM/TRQAM code).
 
@@ -53,6 +54,8 @@ def memoryless_rollout(
     obs (B, S), noise = X_0 (B, D). Returns xs = X_0..X_{K-1} (K, B, D), ts (K,), and X_K (B, D) unclipped.
     eps comes from `draw()` (the agent's `noise`, so that every draw of an update has one source) or else from
     `generator`; both give the same stream for the same generator.
+    fast_out: a list that receives v_fast(X_k, t_k) for k < K-1 *with* its autograd graph (the states themselves
+    stay detached), so an adjoint-matching loss at the same points reuses these passes instead of repeating them.
     """
     h = 1.0 / steps
     ts = time_grid(steps, like=noise)
@@ -64,7 +67,14 @@ def memoryless_rollout(
         if k < steps - 1:
             eps = draw() if draw is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype,
                                                                 device=x.device)
-            x = x + h * (2.0 * v_fast(obs, x, t) - x / (t + h)) + h**0.5 * g[k] * eps
+            if fast_out is None:
+                v = v_fast(obs, x, t)
+            else:
+                with torch.enable_grad():
+                    v = v_fast(obs, x, t)
+                fast_out.append(v)
+                v = v.detach()
+            x = x + h * (2.0 * v - x / (t + h)) + h**0.5 * g[k] * eps
         else:
             x = x + h * v_base(obs, x, t)
     return torch.stack(xs), ts, x
