@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -199,6 +200,7 @@ def probe(step: int, root: Path) -> None:
     """grad-bias for none/TIS/IcePop/DCMDP on the dense base with int4 and noisy engines, at step 0 or a run's step."""
     cal = calibration()
     done = {(r["tag"], r["correction"]) for r in _rows(PROBE_JSONL)}
+    jobs = []
     for engine, label in (("int4", ""), ("noisy", "c"), ("noisy", "4c")):
         tag = f"dense/{engine}{'-' + label if label else ''}/step{step}"
         if any(t == tag for t, _ in done):
@@ -213,9 +215,11 @@ def probe(step: int, root: Path) -> None:
                 continue
         eng = (["--precision", "fp32", "--logit-noise", f"{cal[f'dense/{label}']['logit_noise']:.6g}"]
                if engine == "noisy" else ["--precision", engine])
-        heavy([TETHER, "lm", "grad-bias", "--checkpoint", ckpt, *eng, "--corrections", "none,tis_token,icepop,dcmdp",
-               *TASK[:2], "--max-new-tokens", "128", "--n-prompts", "32", "--group-size", "8", "--json",
-               "--out", str(PROBE_JSONL), "--tag", tag])
+        jobs.append([TETHER, "lm", "grad-bias", "--checkpoint", ckpt, *eng, "--corrections",
+                     "none,tis_token,icepop,dcmdp", *TASK[:2], "--max-new-tokens", "128", "--n-prompts", "64",
+                     "--group-size", "8", "--json", "--out", str(PROBE_JSONL), "--tag", tag])
+    if jobs:  # one heavy job for all engines (each probe is well under a minute)
+        heavy(["bash", "-c", " && ".join(shlex.join(j) for j in jobs)])
 
 
 def main(argv: list[str]) -> int:
