@@ -128,7 +128,9 @@ def train_args(cell: Cell, run_dir: Path) -> list[str]:
 
 def heavy(argv: list[str]) -> int:
     """One heavy job: under the machine-wide lock, at most JOB_SECONDS (then SIGTERM: the trainer saves and stops)."""
-    cmd = ["flock", LOCK, "timeout", "-k", "60", str(JOB_SECONDS), *argv]
+    # inside a job that already holds the lock (`TETHER_HEAVY_LOCK_HELD=1`), a second flock would wait on itself
+    held = os.environ.get("TETHER_HEAVY_LOCK_HELD") == "1"
+    cmd = ([] if held else ["flock", LOCK]) + ["timeout", "-k", "60", str(JOB_SECONDS), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
