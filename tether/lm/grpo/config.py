@@ -95,9 +95,6 @@ class AlgoSpec:
     dual_clip: float = 0.0
     """Dual-clip bound c (> 1) on the loss of negative-advantage tokens, -c A (verl's clip_ratio_c = 3; 0 = off);
     matters with several PPO epochs or minibatches, where ratios drift far from 1."""
-    dual_clip: float = 0.0
-    """Dual-clip bound c (> 1) on the loss of negative-advantage tokens, -c A (verl's clip_ratio_c = 3; 0 = off);
-    matters with several PPO epochs or minibatches, where ratios drift far from 1."""
     aggregation: str = "token_mean_global"
     """Loss aggregation over tokens: token_mean_global, token_mean_local, seq_mean_token_mean, seq_sum_const."""
     kl_coef: float = 0.0
@@ -116,7 +113,6 @@ class AlgoSpec:
         check(self.clip_high >= self.clip_low, "algo.clip_high", self.clip_high,
               f"a float >= algo.clip_low={self.clip_low}")
         check(self.kl_coef >= 0, "algo.kl_coef", self.kl_coef, "a float >= 0")
-        check(self.dual_clip == 0 or self.dual_clip > 1, "algo.dual_clip", self.dual_clip, "0 (off) or a float > 1")
         check(self.dual_clip == 0 or self.dual_clip > 1, "algo.dual_clip", self.dual_clip, "0 (off) or a float > 1")
 
 

@@ -405,7 +405,6 @@ class GRPOTrainer:
             "clip/low_frac": masked_mean(diag["clipped_low"].float(), m),
             "clip/high_frac": masked_mean(diag["clipped_high"].float(), m),
             "clip/dual_frac": masked_mean(diag["clipped_dual"].float(), m),
-            "clip/dual_frac": masked_mean(diag["clipped_dual"].float(), m),
             "clip/ratio_mean": masked_mean(diag["ratio"], m),
             "clip/ratio_max": diag["ratio"].masked_fill(~m, 0.0).max(),
         })
