@@ -8,7 +8,7 @@ from tether.lm.pretrain import PretrainConfig
 
 
 def test_commands_and_every_field_documented():
-    assert {c.name for c in COMMANDS} == {"train", "pretrain", "eval", "mismatch", "prior-check", "lens"}
+    assert {c.name for c in COMMANDS} == {"train", "pretrain", "eval", "mismatch", "prior-check", "lens", "grad-bias"}
     for cmd in COMMANDS:
         for path, (_, owner, name) in leaf_fields(cmd.config).items():
             assert field_docs(owner).get(name), f"{cmd.name}: field {path} has no docstring"
