@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ _set_single_thread_env()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 
 from tether.flow.agent import AgentConfig  # noqa: E402
 from tether.flow.data import ChunkBatch  # noqa: E402
@@ -53,16 +53,6 @@ from tether.flow.trqam import TRQAMAgent, TRQAMConfig  # noqa: E402
 B, OBS, ACT, H, K = 256, 40, 5, 5, 10
 VARIANTS = {"fp32": {}, "bf16": {"bf16": True}, "compiled": {"compile": True}}
 """Named AgentConfig overrides that `--variants` times against each other."""
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict:

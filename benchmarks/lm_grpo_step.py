@@ -42,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from _machine import runq_wait_s  # noqa: E402
 
 
 def hash_reward(batch) -> torch.Tensor:
@@ -148,15 +149,6 @@ def time_trl(args, gradient_checkpointing: bool) -> tuple[float, float]:
                               train_dataset=ds, callbacks=[Clock()])
         trainer.train()
     return statistics.median(walls[2:]), statistics.median(cpus[2:])
-
-
-def runq_wait_s() -> float:
-    """Seconds this process spent runnable but waiting for a core (/proc schedstat), all threads."""
-    total = 0
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[1])
-    return total / 1e9
 
 
 def main() -> None:

@@ -24,17 +24,9 @@ import statistics
 import time
 
 import torch
+from _machine import runq_wait_s
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def runq_wait_s() -> float:
-    """Seconds this process spent runnable but waiting for a core (/proc schedstat), all threads."""
-    total = 0
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[1])
-    return total / 1e9
 
 
 def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict, float]:

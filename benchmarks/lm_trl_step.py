@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import tempfile
@@ -36,24 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from _machine import cpu_name, runq_wait_s  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "data" / "lm_trl_step.jsonl"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def runq_wait_s() -> float:
-    """Seconds this process spent runnable but waiting for a core (/proc schedstat), all threads."""
-    total = 0
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[1])
-    return total / 1e9
 
 
 _MM = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
