@@ -40,6 +40,9 @@ RUNS = ROOT / "runs" / "intrinsic"
 DATA = ROOT / "docs" / "results" / "data"
 GRID_LINES = DATA / "intrinsic_runs.jsonl"
 SWEEP_LINES = DATA / "intrinsic_lr_sweep.jsonl"
+CURVES = DATA / "intrinsic_curves.jsonl"
+IDENTITY = ("base", "temperature", "corpus", "reward", "kl_beta", "advantage", "lr", "seed")
+"""The keys of a line that name its cell: a committed line stands for a cell whose run directory is not here."""
 BAND = 0.02
 HEAVY_LOCK = "/tmp/tether-heavy.lock"
 STEPS = 200
@@ -93,7 +96,27 @@ def train_args(c: dict) -> list[str]:
             "--run.seed", str(c["seed"])]
 
 
+def identity(c: dict) -> tuple:
+    """The cell as its line names it (IDENTITY)."""
+    if c["key"] == "sweep":
+        base, temp, corpus = "medium", 1.0, "plain"
+    else:
+        base, _, temp, corpus, _ = BASES[c["key"]]
+    return base, float(temp), corpus, c["reward"], float(c["kl_beta"]), c["advantage"], float(c["lr"]), c["seed"]
+
+
+def committed(path: Path) -> dict[tuple, dict]:
+    """The lines of `path` by cell identity (the results of earlier sessions, whose run directories may be gone)."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return {tuple(float(r[k]) if k in ("temperature", "kl_beta", "lr") else r[k] for k in IDENTITY): r for r in rows}
+
+
 def finished(c: dict) -> bool:
+    """The cell's run is finished here, or an earlier session's line for it is committed (never run twice)."""
+    return ran_here(c) or identity(c) in committed(SWEEP_LINES if c["key"] == "sweep" else GRID_LINES)
+
+
+def ran_here(c: dict) -> bool:
     ev = cell_dir(c) / "eval.jsonl"
     if not ev.exists():
         return False
@@ -115,6 +138,8 @@ def _max_dev(c: dict) -> float:
     from tether.core.rundir import read_jsonl
     from tether.lm.intrinsic.lens_report import ACC
 
+    if not ran_here(c):
+        return committed(SWEEP_LINES)[identity(c)]["max_abs_dev"]
     accs = [e[ACC] for e in read_jsonl(cell_dir(c) / "eval.jsonl") if ACC in e]
     return max(abs(a - accs[0]) for a in accs)
 
@@ -123,18 +148,18 @@ def sweep_rows() -> list[dict]:
     from tether.core.rundir import read_jsonl
     from tether.lm.intrinsic.lens_report import ACC, run_outcome
 
-    rows = []
+    rows = committed(SWEEP_LINES)     # earlier sessions' lines, replaced by the runs that are here
     for c in sweep_cells():
-        if not finished(c):
+        if not ran_here(c):
             continue
         accs = [e[ACC] for e in read_jsonl(cell_dir(c) / "eval.jsonl") if ACC in e]
         dev = max(abs(a - accs[0]) for a in accs)
         o = run_outcome(cell_dir(c))
-        rows.append({"base": "medium", "temperature": 1.0, "corpus": "plain", "reward": "random", "kl_beta": 0.0,
-                     "advantage": "group_zscore", "lr": c["lr"], "seed": c["seed"],
-                     **{k: o[k] for k in KEYS[8:16]}, "max_abs_dev": round(dev, 4),
-                     "within_band": bool(dev <= BAND + 1e-9)})
-    return rows
+        rows[identity(c)] = {"base": "medium", "temperature": 1.0, "corpus": "plain", "reward": "random",
+                             "kl_beta": 0.0, "advantage": "group_zscore", "lr": c["lr"], "seed": c["seed"],
+                             **{k: o[k] for k in KEYS[8:16]}, "max_abs_dev": round(dev, 4),
+                             "within_band": bool(dev <= BAND + 1e-9)}
+    return sorted(rows.values(), key=lambda r: (r["seed"], r["lr"]))
 
 
 def recipe_lr() -> float:
@@ -183,24 +208,37 @@ def grid_cells() -> list[dict]:
 
 # ---------------------------------------------------------------- lines
 
-def grid_rows() -> list[dict]:
-    from tether.lm.intrinsic.lens_report import envelope_test, run_outcome
+def grid_rows() -> tuple[list[dict], list[dict]]:
+    """(lines, curves) of every grid cell that ran here or in an earlier session.
 
-    done = [c for c in grid_cells() if finished(c)]
-    outcomes = [run_outcome(cell_dir(c)) for c in done]
-    flags = np.full((len(done), 3), np.nan)
-    if len(done) >= 3 and any(o["success"] for o in outcomes):
-        flags, _ = envelope_test([cell_dir(c) for c in done], (10, 20, 30),
-                                 success=[o["success"] for o in outcomes], n_boot=10)
-    rows = []
-    for c, o, f in zip(done, outcomes, flags, strict=True):
+    A run here gives its line and its envelope curve (`lens_report.envelope_curve`, kept in CURVES so the envelope
+    can be recomputed after its directory is gone). The envelope flags are recomputed over every run that has a
+    curve; a committed line without a curve (runs before the curves were kept) keeps the flags it was written with."""
+    from tether.lm.intrinsic.lens_report import envelope_curve, envelope_test, run_outcome
+
+    lines, curves = committed(GRID_LINES), committed(CURVES)
+    for c in grid_cells():
+        if not ran_here(c):
+            continue
         base, _, temp, corpus, _ = BASES[c["key"]]
-        rows.append({"base": base, "temperature": temp, "corpus": corpus, "reward": c["reward"],
-                     "kl_beta": c["kl_beta"], "advantage": c["advantage"], "lr": c["lr"], "seed": c["seed"],
-                     **{k: o[k] for k in KEYS[8:16]},
-                     **{f"enveloped_step{t}": None if v != v else bool(v) for t, v in zip((10, 20, 30), f,
-                                                                                         strict=True)}})
-    return rows
+        o = run_outcome(cell_dir(c))
+        row = {"base": base, "temperature": temp, "corpus": corpus, "reward": c["reward"], "kl_beta": c["kl_beta"],
+               "advantage": c["advantage"], "lr": c["lr"], "seed": c["seed"], **{k: o[k] for k in KEYS[8:16]},
+               **{f"enveloped_step{t}": None for t in (10, 20, 30)}}
+        steps, axes = envelope_curve(cell_dir(c))
+        lines[identity(c)] = row
+        curves[identity(c)] = {**{k: row[k] for k in IDENTITY}, "success": o["success"], "steps": steps.tolist(),
+                               "axes": np.round(axes, 6).tolist()}
+    pool = [k for k in lines if k in curves]
+    if len(pool) >= 3 and any(curves[k]["success"] for k in pool):
+        flags, _ = envelope_test([], (10, 20, 30), success=[curves[k]["success"] for k in pool], n_boot=10,
+                                 curves=[(np.array(curves[k]["steps"]), np.array(curves[k]["axes"])) for k in pool])
+        for k, f in zip(pool, flags, strict=True):
+            lines[k].update({f"enveloped_step{t}": None if v != v else bool(v) for t, v in zip((10, 20, 30), f,
+                                                                                                strict=True)})
+    order = {identity(c): i for i, c in enumerate(grid_cells())}
+    keys = sorted(lines, key=lambda k: order.get(k, len(order)))
+    return [lines[k] for k in keys], [curves[k] for k in keys if k in curves]
 
 
 def write_lines(path: Path, rows: list[dict]) -> None:
@@ -213,7 +251,9 @@ def write_lines(path: Path, rows: list[dict]) -> None:
 def lines() -> None:
     write_lines(SWEEP_LINES, sweep_rows())
     if "full" in batches():
-        write_lines(GRID_LINES, grid_rows())
+        rows, curves = grid_rows()
+        write_lines(GRID_LINES, rows)
+        write_lines(CURVES, curves)
 
 
 # ---------------------------------------------------------------- running
@@ -289,7 +329,8 @@ def run_batch(name: str, max_minutes: float, hold_minutes: float) -> int:
 
 def list_batch(name: str) -> None:
     for c in batches().get(name, []):
-        print(("done " if finished(c) else "todo ") + str(cell_dir(c).relative_to(ROOT)))
+        state = "done " if ran_here(c) else "line " if finished(c) else "todo "   # line: an earlier session's
+        print(state + str(cell_dir(c).relative_to(ROOT)))
 
 
 # ---------------------------------------------------------------- tables

@@ -1,5 +1,6 @@
 """Chunk sampling across episode ends: rewards, masks, validity and next states."""
 
+import pytest
 import torch
 
 from tether.flow.data import ReplayBuffer
@@ -51,3 +52,15 @@ def test_buffer_refuses_to_overflow():
         assert "full" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_sampled_chunk_starts_leave_out_the_last_h_minus_1_transitions():
+    """Starts are drawn from [0, size - H + 1), as the official code draws them: with H = 4 on 6 transitions
+    only 0, 1 and 2 may start a chunk, and every one of them does."""
+    starts = two_episodes().sample(2000, 4, 0.9, torch.Generator().manual_seed(0)).obs.squeeze(1)
+    assert set(starts.tolist()) == {0.0, 1.0, 2.0}
+
+
+def test_sampling_needs_at_least_one_full_chunk():
+    with pytest.raises(ValueError, match="fewer than the chunk horizon 7"):
+        two_episodes().sample(4, 7, 0.9, torch.Generator().manual_seed(0))

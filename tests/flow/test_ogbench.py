@@ -103,6 +103,13 @@ def test_buffer_rewards_masks_and_episode_ends(data_dir):
     assert int(sparse.ends[:n].sum()) == 2  # one episode end per generated episode
 
 
+def test_dataset_actions_are_clipped_inside_the_bounds_as_the_official_loader_does(data_dir):
+    raw = np.load(data_dir / "scene-play-v0.npz")["actions"]
+    assert np.abs(raw).max() == 1.0  # the oracles' clipped actions sit on the bound: the clip has work to do
+    acts = load_buffer(Task.parse("scene-play-singletask-task2-v0"), data_dir, reward="sparse").actions
+    assert oe.ACTION_BOUND == 1 - 1e-5 and float(acts.abs().max()) == pytest.approx(oe.ACTION_BOUND)
+
+
 def test_parallel_evaluator_runs_every_episode_to_its_time_limit_in_waves():
     task = Task.parse("scene-play-singletask-task2-v0")
     batches = []

@@ -148,3 +148,26 @@ def test_a_huge_learning_rate_stops_with_one_line_naming_the_flag_and_never_save
         state = load_checkpoint(ckpt)["agent"]["model"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt
     del latest_checkpoint
+
+
+def test_online_updates_start_at_the_start_training_env_step(tmp_path):
+    """The first start_training - 1 online env steps are collected without an update (official `start_training`);
+    from that step on there is one update per env step, and the offline phase is unaffected."""
+    agent = make("fql")
+    calls = []
+    update = agent.update
+    agent.update = lambda batch: calls.append(1) or update(batch)
+    buffer = point_nav_dataset(6, extra_capacity=40)
+    size0 = buffer.size
+    cfg = TrainConfig(offline_steps=3, online_steps=30, batch_size=8, start_training=21)
+    fit(agent, buffer, cfg, RunDir.create(tmp_path / "run", cfg, seed=0), RunConfig(log_every=5),
+        env_fn=lambda: PointNav(seed=3))
+    assert buffer.size == size0 + 30  # every online step collected
+    assert len(calls) == 3 + (30 - 21 + 1)  # offline updates + online steps 21..30
+
+
+def test_discount_defaults_to_each_methods_official_value():
+    assert make("trqam").cfg.discount == 0.995  # TRQAM's manipulation setting
+    assert make("qam").cfg.discount == make("fql").cfg.discount == 0.99
+    explicit = AgentConfig(horizon=2, hidden=(32, 32), critic_hidden=(32, 32), num_qs=2, flow_steps=4, discount=0.9)
+    assert TRQAMAgent(TRQAMConfig(), 2, 2, agent=explicit).cfg.discount == 0.9  # a user's value wins

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -50,8 +50,9 @@ class AgentConfig:
     """Critic ensemble size N_Q."""
     rho: float = 0.5
     """Pessimism: TD target uses mean_j Qbar_j - rho * std_j Qbar_j."""
-    discount: float = 0.99
-    """Per-step discount gamma; the chunked target uses gamma^H."""
+    discount: float | None = None
+    """Per-step discount gamma (the chunked target uses gamma^H); None = the method's own (`default_discount`):
+    0.995 for TRQAM (its official manipulation value), 0.99 for BC, FQL and QAM (theirs)."""
     tau: float = 0.005
     """EMA rate of the target critic and of the slow (reference) flow."""
     lr: float = 3e-4
@@ -75,7 +76,7 @@ class AgentConfig:
               "non-empty positive widths")
         check(self.num_qs >= 1, "num_qs", self.num_qs, ">= 1")
         check(self.rho >= 0, "rho", self.rho, ">= 0")
-        check(0 <= self.discount <= 1, "discount", self.discount, "in [0, 1]")
+        check(self.discount is None or 0 <= self.discount <= 1, "discount", self.discount, "in [0, 1] or None")
         check(0 < self.tau <= 1, "tau", self.tau, "in (0, 1]")
         check_rate(self.lr, "agent.lr", usual=(1e-7, 1e-1))
         check(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0")
@@ -88,11 +89,16 @@ Reference = Literal["ema", "frozen"]
 class FlowAgent(nn.Module):
     """Base class: subclasses build their actor in `build_actor` and define `actor_loss` and `act`."""
 
+    default_discount = 0.99
+    """gamma when `AgentConfig.discount` is None (the official value of BC, FQL and QAM on OGBench)."""
+
     def __init__(self, cfg: AgentConfig, obs_dim: int, act_dim: int, *, seed: int = 0,
                  reference: Reference = "ema", fixed_critic: FixedCritic | None = None,
                  device: str | torch.device = "cpu"):
         super().__init__()
         self.device = resolve_device(device)  # a CUDA name without a GPU fails here, before any tensor is made
+        if cfg.discount is None:
+            cfg = replace(cfg, discount=self.default_discount)
         self.cfg, self.obs_dim, self.act_dim = cfg, obs_dim, act_dim
         self.action_dim = act_dim * cfg.horizon  # D, the flattened chunk
         self.reference, self.fixed_critic = reference, fixed_critic

@@ -70,8 +70,11 @@ class ReplayBuffer:
         self.size += n
 
     def sample(self, batch_size: int, horizon: int, discount: float, generator: torch.Generator) -> ChunkBatch:
-        """Uniform chunk starts over all stored transitions (drawn by the CPU `generator`)."""
-        start = torch.randint(0, self.size, (batch_size,), generator=generator)
+        """Uniform chunk starts in [0, size - H + 1), as the official code draws them (the last H - 1 transitions
+        start no chunk), by the CPU `generator`."""
+        if self.size < horizon:
+            raise ValueError(f"replay buffer holds {self.size} transitions, fewer than the chunk horizon {horizon}")
+        start = torch.randint(0, self.size - horizon + 1, (batch_size,), generator=generator)
         return self.chunks(start.to(self.device, non_blocking=self.device.type == "cuda"), horizon, discount)
 
     def chunks(self, start: Tensor, horizon: int, discount: float) -> ChunkBatch:

@@ -49,6 +49,10 @@ class TrainConfig:
     """Env steps of the online phase, one update after each (UTD 1)."""
     batch_size: int = 256
     """Chunks per update."""
+    start_training: int = 0
+    """Online env steps collected before the first online update (the official OGBench code: 5,000, so the
+    critic first sees some on-policy data); the env steps before it are counted as steps but update nothing.
+    0 or 1 = update from the first online step."""
     eval_every: int = 0
     """Updates between evaluations (0 = only at the end)."""
     eval_episodes: int = 10
@@ -58,6 +62,7 @@ class TrainConfig:
         check(self.offline_steps >= 0 and self.online_steps >= 0, "offline_steps/online_steps",
               (self.offline_steps, self.online_steps), ">= 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.start_training >= 0, "start_training", self.start_training, ">= 0")
         check(self.eval_every >= 0 and self.eval_episodes >= 0, "eval_every/eval_episodes",
               (self.eval_every, self.eval_episodes), ">= 0")
 
@@ -169,9 +174,12 @@ def fit(agent: FlowAgent, buffer: ReplayBuffer, cfg: TrainConfig, run: RunDir, r
             if step >= cfg.offline_steps and collector is not None:
                 with timer("rollout"):
                     metrics.log_dict(collector.step(agent, buffer))
-            with timer("update"):
-                batch = buffer.sample(cfg.batch_size, agent.cfg.horizon, agent.cfg.discount, gen)
-                metrics.log_dict(agent.update(batch))
+            online_step = step - cfg.offline_steps + 1  # 1-based index of this online env step (<= 0 offline)
+            warming_up = collector is not None and 0 < online_step < cfg.start_training
+            if not warming_up:  # the official loop updates from online step `start_training` on
+                with timer("update"):
+                    batch = buffer.sample(cfg.batch_size, agent.cfg.horizon, agent.cfg.discount, gen)
+                    metrics.log_dict(agent.update(batch))
             step += 1
             mid_episode = collector is not None and collector.obs is not None and step > cfg.offline_steps
             pending_save |= bool(run_cfg.save_every and step % run_cfg.save_every == 0) or stop.requested

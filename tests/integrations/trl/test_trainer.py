@@ -261,7 +261,8 @@ def _script(*args):
     root = Path(__file__).resolve().parents[3]
     out = subprocess.run([sys.executable, *args], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True,
                          capture_output=True, text=True)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    # our JSON lines; TRL also prints its log dicts to stdout, as Python reprs ("{'loss': ...")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"')]
 
 
 @pytest.mark.slow

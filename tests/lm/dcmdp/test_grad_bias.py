@@ -97,7 +97,7 @@ def test_grad_bias_on_smollm2_int4(capsys):
     from tether.cli import main
 
     assert main(["lm", "grad-bias", "--model.path", "smollm2", "--precision", "int4", "--corrections", "none,tis_token",
-                 "--reward", "lp", "--n-prompts", "2", "--group-size", "2", "--max-new-tokens", "8", "--json"]) == 0
+                 "--reward", "ent", "--n-prompts", "2", "--group-size", "2", "--max-new-tokens", "8", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["correction"] for r in rows] == ["none", "tis_token"]
     assert all(-1 <= r["cos_onpolicy"] <= 1 and -1 <= r["cos_straight_through"] <= 1 for r in rows)

@@ -60,6 +60,10 @@ class Task:
         return path
 
 
+ACTION_BOUND = 1 - 1e-5
+"""Dataset actions are clipped to [-ACTION_BOUND, ACTION_BOUND] on loading (the official value)."""
+
+
 def make_env(task: Task, max_steps: int = 0):
     """The gymnasium single-task env (terminates at the goal); max_steps 0 = OGBench's eval time limit."""
     quiet_mujoco()
@@ -88,9 +92,12 @@ def load_buffer(task: Task, data_dir: str | Path, *, reward: Reward, extra_capac
                           f"data --env {task.dataset} --out {data_dir}` (it resumes from intact shards)") from None
     d = train if split == "train" else val
     rewards = sparse_reward(d["rewards"]) if reward == "sparse" else d["rewards"]
+    # as the official code (FQL/QAM/TRQAM data loading): dataset actions strictly inside the bounds, where the
+    # oracles' clipped actions often sit exactly
+    actions = np.clip(d["actions"], -ACTION_BOUND, ACTION_BOUND)
     n, t = len(d["observations"]), torch.from_numpy
     buf = ReplayBuffer(d["observations"].shape[1], d["actions"].shape[1], n + extra_capacity, device=device)
-    buf.add(t(d["observations"]), t(d["actions"]), t(np.asarray(rewards, np.float32)), t(d["next_observations"]),
+    buf.add(t(d["observations"]), t(actions), t(np.asarray(rewards, np.float32)), t(d["next_observations"]),
             terminal=t(d["masks"] == 0), end=t(d["terminals"] > 0))
     return buf
 

@@ -62,8 +62,10 @@ class OGBenchConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     """Networks and optimisation (paper: 4x512, N_Q = 10, K = 10, H = 5)."""
     schedule: TrainConfig = field(default_factory=lambda: TrainConfig(
-        offline_steps=1_000_000, online_steps=500_000, batch_size=256, eval_every=50_000, eval_episodes=50))
-    """Offline/online steps, batch, evaluation cadence (paper: 1M + 500K, eval every 50K with 50 episodes)."""
+        offline_steps=1_000_000, online_steps=500_000, batch_size=256, start_training=5_000, eval_every=50_000,
+        eval_episodes=50))
+    """Offline/online steps, batch, online warm-up, evaluation cadence (paper: 1M + 500K, online updates from the
+    5,000th env step, eval every 50K with 50 episodes)."""
     eval_workers: int = 2
     """Processes stepping the evaluation env copies."""
     eval_envs: int = 2
@@ -120,7 +122,7 @@ def pretrained_bc(cfg: OGBenchConfig, buffer: ReplayBuffer, digest: str) -> dict
             start, losses = time.perf_counter(), []
             with progress(cfg.bc_steps, "BC pretraining") as bar:
                 for _ in range(cfg.bc_steps):
-                    m = agent.update(buffer.sample(cfg.schedule.batch_size, cfg.agent.horizon, cfg.agent.discount, gen))
+                    m = agent.update(buffer.sample(cfg.schedule.batch_size, cfg.agent.horizon, agent.cfg.discount, gen))
                     losses.append(m["loss/bc"])
                     bar.update(1)
             tail = float(torch.stack(losses[-100:]).mean()) if losses else float("nan")
@@ -178,12 +180,26 @@ def run_train(cfg: OGBenchConfig) -> int:
 
 
 def preset_cpu_small() -> OGBenchConfig:
-    """The scale of our CPU reproduction (docs/results/trqam.md): 4x128 nets, N_Q = 2, batch 128, 20K BC +
-    10K offline + 2K online steps, 50-episode evaluations at the offline/online switch and at the end."""
+    """The scale of our first CPU reproduction (docs/results/trqam.md): 4x128 nets, N_Q = 2, batch 128, 20K BC +
+    10K offline + 2K online steps (online updates from the first env step), 50-episode evaluations at the
+    offline/online switch and at the end."""
     w = (128, 128, 128, 128)
     return OGBenchConfig(agent=AgentConfig(hidden=w, critic_hidden=w, num_qs=2), bc_steps=20_000,
                          schedule=TrainConfig(offline_steps=10_000, online_steps=2_000, batch_size=128,
                                               eval_every=0, eval_episodes=50),
+                         run=RunConfig(log_every=100, save_every=5_000))
+
+
+def preset_cpu_scene() -> OGBenchConfig:
+    """The scale of the scene comparison in docs/results/trqam.md on a 2-core CPU: 4x256 nets, N_Q = 2 (the QAM
+    paper's N_Q ablation), batch 256, from scratch (no BC pretraining, as the official QAM numbers), 50K offline
+    updates with 50-episode evaluations every 10K; add online steps with `--schedule.online-steps` (updates
+    start at the 5,000th env step, as the official code). `--agent.bf16 true` halves the update cost on CPUs
+    with native bf16 (AVX512-BF16/AMX) and multiplies it on AVX2-only ones."""
+    w = (256, 256, 256, 256)
+    return OGBenchConfig(agent=AgentConfig(hidden=w, critic_hidden=w, num_qs=2), bc_steps=0, eval_workers=1,
+                         schedule=TrainConfig(offline_steps=50_000, online_steps=0, batch_size=256,
+                                              start_training=5_000, eval_every=10_000, eval_episodes=50),
                          run=RunConfig(log_every=100, save_every=5_000))
 
 
@@ -196,4 +212,5 @@ def preset_smoke() -> OGBenchConfig:
                    max_episode_steps=50, run=RunConfig(log_every=2))
 
 
-PRESETS = {"paper": OGBenchConfig, "cpu-small": preset_cpu_small, "smoke": preset_smoke}
+PRESETS = {"paper": OGBenchConfig, "cpu-small": preset_cpu_small, "cpu-scene": preset_cpu_scene,
+           "smoke": preset_smoke}

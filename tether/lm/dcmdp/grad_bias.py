@@ -201,7 +201,8 @@ def grad_bias(policy, tok, cfg: GradBiasConfig) -> list[dict[str, float | str]]:
     f1, f2 = (_sample(policy, tok, task, exact, cfg, i) for i in (2, 3))
     if all(b.reward_std == 0 for b in (e1, e2, f1, f2)):
         raise ValueError(f"reward {cfg.reward!r} is constant on every batch (all advantages 0, no gradient): use an "
-                         "easier --task.difficulty, more --n-prompts, or --reward lp")
+                         "easier --task.difficulty, more --n-prompts or --max-new-tokens, or a reward that varies "
+                         "between completions (--reward ent)")
     on1, on2 = _plain_grad(policy.module, f1, cfg), _plain_grad(policy.module, f2, cfg)
     st_module = _straight_through_module(policy, cfg.precision)
     st1 = _plain_grad(st_module, e1, cfg, scale=cfg.logit_noise)

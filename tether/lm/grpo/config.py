@@ -27,7 +27,7 @@ __all__ = ["TaskSpec", "RolloutSpec", "AlgoSpec", "OptimSpec", "EvalSpec", "Trai
 @dataclass(frozen=True)
 class TaskSpec:
     name: str = "running_sum"
-    """Task (running_sum, addition, modular_chain, linear_equation)."""
+    """Task (running_sum, addition, modular_chain, linear_equation, word_problems: English stories for chat models)."""
     difficulty: int = 2
     """Task difficulty knob (chain length / digits / coefficient range; see tether/lm/grpo/tasks.py)."""
 

@@ -309,33 +309,44 @@ def run_outcome(path: str | Path) -> dict:
             "success": bool(acc1 - acc0 >= SUCCESS_GAIN)}
 
 
-def _envelope_points(path: str | Path, smooth: int) -> tuple[np.ndarray, np.ndarray]:
-    """(steps (T,), smoothed raw points (T, 3) on ENVELOPE_AXES, length log-transformed)."""
+def envelope_curve(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (T,), raw points (T, 3) on ENVELOPE_AXES) of a run, as logged: what `envelope_test` needs of it, small
+    enough to keep after the run directory is gone."""
     rows = [r for r in read_jsonl(Path(path) / "metrics.jsonl") if all(k in r for k in ENVELOPE_AXES)]
     if len(rows) < 2:
         raise ValueError(f"{path}: need >= 2 logged steps with {ENVELOPE_AXES}, got {len(rows)}")
-    x = np.array([[r[k] for k in ENVELOPE_AXES] for r in rows], dtype=float)    # (T, 3)
+    return np.array([r["step"] for r in rows]), np.array([[r[k] for k in ENVELOPE_AXES] for r in rows], dtype=float)
+
+
+def _envelope_points(curve: tuple[np.ndarray, np.ndarray], smooth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (T,), smoothed points (T, 3), length log-transformed) of one `envelope_curve`."""
+    steps, x = curve[0], np.array(curve[1], dtype=float)
     x[:, 1] = np.log(np.maximum(x[:, 1], 1e-8))
-    return np.array([r["step"] for r in rows]), trailing_mean(x, smooth)
+    return np.asarray(steps), trailing_mean(x, smooth)
 
 
 def envelope_test(run_dirs: list[str | Path], at: tuple[int, ...] = (10, 20, 30), *, smooth: int = 5,
-                  window: int = 10, frac: float = 0.5, n_boot: int = 2000,
-                  success: list[bool] | None = None) -> tuple[np.ndarray, dict]:
+                  window: int = 10, frac: float = 0.5, n_boot: int = 2000, success: list[bool] | None = None,
+                  curves: list[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[np.ndarray, dict]:
     """The testable envelope over finished runs: (flags (R, len(at)) of "enveloped at step t" (NaN: no envelope),
     summary with, per t, the AUROC of the flag for success and its bootstrap 95 % interval).
 
     `success` defaults to `run_outcome(...)["success"]`; everything else is fixed: axes, pooled step-0 scale,
-    leave-one-out hull of the successful runs."""
-    check(len(run_dirs) >= 3, "run_dirs", len(run_dirs), "at least 3 finished runs for a leave-one-out envelope")
-    loaded = [_envelope_points(d, smooth) for d in run_dirs]
+    leave-one-out hull of the successful runs. `curves` (each run's `envelope_curve`, e.g. kept from runs whose
+    directories are gone; then `success` is required) replaces reading `run_dirs`."""
+    if curves is None:
+        curves = [envelope_curve(d) for d in run_dirs]
+    elif success is None:
+        raise ValueError("envelope_test(curves=...) needs success=[...]: there are no run directories to read it from")
+    check(len(curves) >= 3, "run_dirs", len(curves), "at least 3 finished runs for a leave-one-out envelope")
+    loaded = [_envelope_points(c, smooth) for c in curves]
     mean, sd = pooled_scale(np.stack([x[0] for _, x in loaded]))
     trajs = [(x - mean) / sd for _, x in loaded]
     if success is None:
         success = [run_outcome(d)["success"] for d in run_dirs]
     y = np.asarray(success, bool)
     flags = enveloped_loo(trajs, [st for st, _ in loaded], y, at, window=window, frac=frac)
-    summary: dict = {"runs": len(run_dirs), "succeeded": int(y.sum()), "axes": list(ENVELOPE_AXES),
+    summary: dict = {"runs": len(curves), "succeeded": int(y.sum()), "axes": list(ENVELOPE_AXES),
                      "scale_mean": [round(float(v), 4) for v in mean], "scale_sd": [round(float(v), 4) for v in sd]}
     for k, t in enumerate(at):
         a, lo, hi, n = bootstrap_auroc(flags[:, k], y, n_boot=n_boot)
