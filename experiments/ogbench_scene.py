@@ -1,19 +1,29 @@
 """The scene comparison of docs/results/trqam.md §6: runs, and their evaluations as JSON lines.
 
     python experiments/ogbench_scene.py run pilot        # QAM beta 1 from scratch on scene task1, 50K updates
+    python experiments/ogbench_scene.py run main         # task2: QAM, TRQAM, FQL, BC x 3 seeds, 50K + 20K online
+    python experiments/ogbench_scene.py run sensitivity  # task2: QAM beta, TRQAM eps x {0.1, 0.3, 3, 10}, 2 seeds
     python experiments/ogbench_scene.py rows             # rewrite docs/results/data/ogbench_scene.jsonl
     python experiments/ogbench_scene.py manifest         # the dataset's manifest into docs/results/data
 
 `run BATCH` starts every run of the batch that has no summary.json yet, resuming the ones with a checkpoint
-(`--run.resume`), one after another on one training thread plus one evaluation process; it needs the 1000 + 100
-episode dataset (`tether flow data --env scene-play --episodes 1000 --workers 2 --out data/ogbench`).
+(`--run.resume`), one after another on one training thread plus one evaluation process (start two copies of the
+same batch for two cores: a run is held by a lock file while it runs). The runs use `--preset cpu-scene` (4x256,
+N_Q 2, batch 256, from scratch, 50K offline updates, 50-episode evaluations every 10K) with `--agent.bf16` unless
+BF16=false (use BF16=false on CPUs without native bf16: it is several times slower there). The multiplier-1 cells
+of the sensitivity sweep are the main comparison's offline evaluations. It needs the 1000 + 100 episode dataset
+(`tether flow data --env scene-play --episodes 1000 --workers 2 --out data/ogbench`).
+
 `rows` writes one line per evaluation of every run under runs/ogbench_scene, finished or not, with exactly the
-keys task, method, param, value, seed, updates, phase, success, episodes, width, batch, num_qs. For a `phase`
-"online" line `updates` counts the offline updates plus the online env steps at that evaluation.
+keys task, method, param, value, seed, updates, phase, success, episodes, width, batch, num_qs, and keeps the
+committed lines of runs whose directories are not here (an earlier session's); a run whose last evaluation is
+among those lines is not run again. For a `phase` "online" line `updates` counts the offline updates plus the
+online env steps at that evaluation.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -35,19 +45,39 @@ def run_name(task: int, method: str, value: float | None, seed: int) -> str:
     return f"task{task}/{method}{tag}-s{seed}"
 
 
+DEFAULTS = {"bc": None, "fql": 300.0, "qam": 1.0, "trqam": 1.0}
+"""The official scene values: FQL alpha 300, QAM beta (inv_temp) 1, TRQAM epsilon 1."""
+ONLINE = ["--schedule.online-steps", "20000"]
+"""The main comparison's online phase: 20K env steps, updates from the 5,000th (as the official code)."""
+
+
 def batch(name: str) -> list[tuple[int, str, float | None, int, list[str]]]:
-    """(task, method, value, seed, extra flags) of the runs of one batch."""
+    """(task, method, value, seed, extra flags) of the runs of one batch, in the order they run."""
     if name == "pilot":
         return [(1, "qam", 1.0, 0, [])]
-    raise SystemExit(f"batch {name!r}: expected one of ['pilot']")
+    if name == "main":  # scene task2: every method, seed-major so a cut batch has whole seeds
+        return [(2, m, DEFAULTS[m], s, ONLINE) for s in (0, 1, 2) for m in ("qam", "trqam", "fql", "bc")]
+    if name == "sensitivity":  # scene task2, offline only: QAM beta and TRQAM epsilon x {0.1, 0.3, 1, 3, 10}
+        return [(2, m, round(DEFAULTS[m] * x, 6), s, []) for s in (0, 1) for x in (0.1, 10.0, 0.3, 3.0)
+                for m in ("qam", "trqam")]
+    raise SystemExit(f"batch {name!r}: expected one of ['pilot', 'main', 'sensitivity']")
 
 
 def run(name: str) -> None:
     flags = ["--preset", "cpu-scene", "--agent.bf16", os.environ.get("BF16", "true")]
     for task, method, value, seed, extra in batch(name):
         out = ROOT / run_name(task, method, value, seed)
-        if (out / "summary.json").exists():
+        last = 50_000 + (int(extra[extra.index("--schedule.online-steps") + 1])
+                         if "--schedule.online-steps" in extra else 0)
+        if (out / "summary.json").exists() or (not out.exists() and done_elsewhere(task, method, value, seed, last)):
             print(f"{out}: finished, skipped", flush=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{out}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{out}: running in another process, skipped", flush=True)
             continue
         hp = [] if value is None else [f"--{PARAM[method][1]}", str(value)]
         resume = ["--run.resume", "true"] if (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()) \
@@ -56,6 +86,8 @@ def run(name: str) -> None:
                "--method", method, *hp, "--run.seed", str(seed), "--run.dir", str(out), *resume, *extra]
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
+        lock.close()
+        rows()
 
 
 def param(cfg: dict) -> tuple[str | None, float | None]:
@@ -64,6 +96,21 @@ def param(cfg: dict) -> tuple[str | None, float | None]:
     key, field = PARAM[cfg["method"]]
     section, leaf = field.split(".")
     return key, cfg[section][leaf]
+
+
+def line_key(r: dict) -> tuple:
+    return r["task"], r["method"], r["param"], r["value"], r["seed"], r["updates"], r["phase"]
+
+
+def committed() -> list[dict]:
+    return [json.loads(x) for x in OUT.read_text().splitlines()] if OUT.exists() else []
+
+
+def done_elsewhere(task: int, method: str, value: float | None, seed: int, last_update: int) -> bool:
+    """An earlier session's committed lines hold this run's last evaluation."""
+    name = f"scene-play-singletask-task{task}-v0"
+    return any((r["task"], r["method"], r["value"], r["seed"], r["updates"]) == (name, method, value, seed,
+                                                                                last_update) for r in committed())
 
 
 def rows() -> None:
@@ -78,6 +125,9 @@ def rows() -> None:
                           "phase": "offline" if r["step"] <= offline else "online", "success": r["eval/success"],
                           "episodes": cfg["schedule"]["eval_episodes"], "width": cfg["agent"]["hidden"][0],
                           "batch": cfg["schedule"]["batch_size"], "num_qs": cfg["agent"]["num_qs"]})
+    here = {(x["task"], x["method"], x["value"], x["seed"]) for x in lines}
+    kept = [r for r in committed() if (r["task"], r["method"], r["value"], r["seed"]) not in here]
+    lines = sorted(kept + lines, key=lambda r: tuple("" if v is None else str(v) for v in line_key(r)))
     OUT.write_text("".join(json.dumps(x) + "\n" for x in lines))
     print(f"{OUT}: {len(lines)} lines", file=sys.stderr)
 
