@@ -1,4 +1,5 @@
-"""Gaussian/linear-critic case of TRQAM's Theorem 1 (brief §2.2): the discretised AM fixed point vs the closed form.
+"""Gaussian/linear-critic case of TRQAM's Theorem 1 (docs/results/trqam.md §1): the discretised AM fixed point vs
+the closed form.
 
 For pi_0 = N(0, s^2 I), Q = c^T a, lambda = 1, prints the path-KL estimator and the ODE mean shift at the exact
 discrete fixed point delta_k = -g_k^2 a_k / (2 lambda) as ratios to s^2||c||^2/2 and s^2 c, for several K.

@@ -5,6 +5,7 @@
     python experiments/ogbench_scene.py run sensitivity  # task2: QAM beta, TRQAM eps x {0.1, 0.3, 3, 10}, 2 seeds
     python experiments/ogbench_scene.py rows             # rewrite docs/results/data/ogbench_scene.jsonl
     python experiments/ogbench_scene.py manifest         # the dataset's manifest into docs/results/data
+    python experiments/ogbench_scene.py plot             # success curves (mean +- sd over seeds) from the lines
 
 `run BATCH` starts every run of the batch that has no summary.json yet, resuming the ones with a checkpoint
 (`--run.resume`), one after another on one training thread plus one evaluation process (start two copies of the
@@ -140,9 +141,50 @@ def manifest() -> None:
     print(f"{MANIFEST}: {m['files']}", file=sys.stderr)
 
 
+FIGURE = Path("docs/results/figures/trqam_scene_curves.png")
+
+
+def plot() -> None:
+    """Success vs updates per (task, method, value), mean +- sd over seeds, one panel per task, from the lines (so it
+    needs no run directory)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lines = committed()
+    tasks = sorted({r["task"] for r in lines})
+    if not tasks:
+        raise SystemExit(f"{OUT}: no lines to plot")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        groups: dict[str, dict[int, list[float]]] = {}
+        for r in lines:
+            if r["task"] == task:
+                name = r["method"].upper() + ("" if r["param"] is None else f" {r['param']}={r['value']:g}")
+                groups.setdefault(name, {}).setdefault(r["updates"], []).append(100 * r["success"])
+        for name, by_step in sorted(groups.items()):
+            steps = sorted(by_step)
+            mean = np.array([np.mean(by_step[t]) for t in steps])
+            sd = np.array([np.std(by_step[t]) for t in steps])
+            n = max(len(v) for v in by_step.values())
+            ax.plot(steps, mean, marker="o", ms=3, label=f"{name} ({n} seed{'s' * (n > 1)})")
+            ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel("updates (offline; then + online env steps)")
+        ax.set_ylabel("success % (50 episodes)")
+        ax.set_ylim(-2, 102)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=120)
+    print(f"wrote {FIGURE}", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 2 and sys.argv[1] in ("rows", "manifest"):
-        {"rows": rows, "manifest": manifest}[sys.argv[1]]()
+    if len(sys.argv) == 2 and sys.argv[1] in ("rows", "manifest", "plot"):
+        {"rows": rows, "manifest": manifest, "plot": plot}[sys.argv[1]]()
     elif len(sys.argv) == 3 and sys.argv[1] == "run":
         run(sys.argv[2])
     else:

@@ -1,4 +1,5 @@
-"""TRQAM theory tests in the Gaussian base / linear critic case (brief §2.2, reconstructed Theorem 1).
+"""TRQAM theory tests in the Gaussian base / linear critic case (arXiv:2605.27079 Theorem 1, as reconstructed
+in docs/results/trqam.md §1).
 
 pi_0 = N(0, s^2 I), Q(a) = c^T a. Then pi*_lambda = N(s^2 c / lambda, s^2 I), KL(lambda) = s^2 ||c||^2 / (2 lambda^2)
 and lambda* = s ||c|| / sqrt(2 eps). The base velocity is exact (analytic), so every error below is ours:

@@ -14,7 +14,7 @@ from tether.flow.toy.analytic import (
 OBS0 = torch.zeros(1, 0)
 
 
-def test_gaussian_velocity_matches_brief_formula():
+def test_gaussian_velocity_matches_the_closed_form():
     m, s = torch.tensor([0.2, -0.4]), 0.3
     v = gaussian_velocity(m, s)
     x, t = torch.randn(50, 2), torch.rand(50, 1)

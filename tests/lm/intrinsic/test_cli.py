@@ -15,7 +15,7 @@ def test_commands_are_declared_with_documented_configs():
     assert command("lens").positional == "run_dirs"
 
 
-def test_prior_check_command_from_the_brief_flags(capsys):
+def test_prior_check_command_with_the_documented_flags(capsys):
     cmd = command("prior-check")
     cfg = parse_args(cmd.config, ["--model", "base:medium", "--task", "running_sum", "--samples", "4",
                                   "--n-prompts", "6", "--rewards", "lp,majority", "--json"],
