@@ -361,11 +361,20 @@ def table() -> None:
 
 
 def lens_summary() -> None:
-    """AUROC (bootstrap 95 %) of the committed lines' envelope flags for success, per step."""
+    """AUROC (bootstrap 95 %) of the committed lines' envelope flags for success, per step: over the runs whose
+    curves are kept (one leave-one-out pool, flags recomputed over all of them), then over every line (runs from
+    before the curves were kept carry flags from their own, smaller pool)."""
+    lines, curves = committed(GRID_LINES), committed(CURVES)
+    for name, keys in (("runs with kept curves (one pool)", [k for k in lines if k in curves]),
+                       ("every line (mixed pools)", list(lines))):
+        print(name)
+        _lens_summary([lines[k] for k in keys])
+
+
+def _lens_summary(rows: list[dict]) -> None:
     from tether.lm.intrinsic.lens import bootstrap_auroc
     from tether.lm.intrinsic.lens_report import SUCCESS_GAIN
 
-    rows = [json.loads(x) for x in GRID_LINES.read_text().splitlines()] if GRID_LINES.exists() else []
     y = np.array([r["acc_final"] - r["acc_step0"] >= SUCCESS_GAIN for r in rows])
     print(f"runs {len(rows)}, succeeded {int(y.sum())} (gain >= {SUCCESS_GAIN}), failed {int((~y).sum())}")
     for t in (10, 20, 30):

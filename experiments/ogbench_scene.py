@@ -1,6 +1,6 @@
 """The scene comparison of docs/results/trqam.md §6: runs, and their evaluations as JSON lines.
 
-    python experiments/ogbench_scene.py run pilot        # QAM beta 1 from scratch on scene task1, 50K updates
+    python experiments/ogbench_scene.py run pilot        # scene task1 from scratch, 50K updates: QAM, FQL, BC
     python experiments/ogbench_scene.py run main         # task2: QAM, TRQAM, FQL, BC x 3 seeds, 50K + 20K online
     python experiments/ogbench_scene.py run sensitivity  # task2: QAM beta, TRQAM eps x {0.1, 0.3, 3, 10}, 2 seeds
     python experiments/ogbench_scene.py rows             # rewrite docs/results/data/ogbench_scene.jsonl
@@ -54,8 +54,8 @@ ONLINE = ["--schedule.online-steps", "20000"]
 
 def batch(name: str) -> list[tuple[int, str, float | None, int, list[str]]]:
     """(task, method, value, seed, extra flags) of the runs of one batch, in the order they run."""
-    if name == "pilot":
-        return [(1, "qam", 1.0, 0, [])]
+    if name == "pilot":  # scene task1, offline: QAM first (the issue's pilot), then FQL and BC next to it
+        return [(1, m, DEFAULTS[m], 0, []) for m in ("qam", "fql", "bc")]
     if name == "main":  # scene task2: every method, seed-major so a cut batch has whole seeds
         return [(2, m, DEFAULTS[m], s, ONLINE) for s in (0, 1, 2) for m in ("qam", "trqam", "fql", "bc")]
     if name == "sensitivity":  # scene task2, offline only: QAM beta and TRQAM epsilon x {0.1, 0.3, 1, 3, 10}

@@ -51,3 +51,19 @@ def test_ema_update_with_a_tensor_weight_equals_the_float_weight():
     before = [p.clone() for p in b.parameters()]
     ema_update(b, online, torch.tensor(0.0))
     assert all(torch.equal(x, y) for x, y in zip(before, b.parameters(), strict=True))
+
+
+def test_the_critic_stays_fp32_under_bf16_autocast():
+    """A sparse-reward Q near -100 has bf16 spacing 0.5: under autocast the critic must still resolve a 0.01
+    difference between two actions, exactly as without autocast."""
+    torch.manual_seed(0)
+    critic = CriticEnsemble(3, 4, (16, 16), n=2)
+    with torch.no_grad():
+        critic.head.bias.fill_(-100.0)
+    obs, act = torch.randn(6, 3), torch.randn(6, 4)
+    act2 = act + 1e-3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, q2 = critic(obs, act), critic(obs, act2)
+    assert q.dtype == torch.float32
+    assert torch.equal(q, critic(obs, act)) and torch.equal(q2, critic(obs, act2))
+    assert (q2 - q).abs().min() > 0  # bf16 would round both to the same value near -100

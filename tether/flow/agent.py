@@ -66,8 +66,9 @@ class AgentConfig:
     exact); about 40 s of compilation on a CPU core, then a 128/2 FQL update is ~13% faster (QAM ~2%): worth it for long
     runs, not for tests or the toy (docs/results/trqam.md, section 7)."""
     bf16: bool = False
-    """bfloat16 autocast of the update's network passes, fp32 master weights and optimiser (native on GPUs and on
-    CPUs with AVX512-BF16/AMX; emulated and several times slower on AVX2-only CPUs: docs/results/trqam.md)."""
+    """bfloat16 autocast of the update's flow passes (the critic stays fp32: a sparse-reward Q near -100 needs more
+    precision than bf16's), fp32 master weights and optimiser. Native on GPUs and on CPUs with AVX512-BF16/AMX
+    (QAM 4x256: 2x faster); emulated and several times slower on AVX2-only CPUs (docs/results/trqam.md)."""
 
     def __post_init__(self) -> None:
         check(self.horizon >= 1, "horizon", self.horizon, ">= 1")

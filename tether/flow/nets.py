@@ -98,15 +98,19 @@ class CriticEnsemble(nn.Module):
         self.head = EnsembleLinear(n, dims[-1], 1)
 
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
-        obs = obs.expand(*action.shape[:-1], self.obs_dim)
-        h = torch.cat([obs, action], dim=-1).reshape(-1, obs.shape[-1] + action.shape[-1])  # (B, S+D)
-        h = h.unsqueeze(0).expand(self.n, *h.shape)  # (N, B, S+D)
-        for lin, w, b in zip(self.linears, self.ln_w, self.ln_b, strict=True):
-            h = lin(h)
-            if self.layer_norm:
-                h = F.layer_norm(h, h.shape[-1:]) * w + b
-            h = F.gelu(h)
-        q = self.head(h).squeeze(-1)  # (N, B)
+        # fp32 even under bf16 autocast (which then speeds up the flows only): a sparse-reward Q sits near
+        # -1 / (1 - gamma) = -100, where bf16's spacing is 0.5 and its ~0.4 % relative error is ~0.1, while the Q
+        # differences between nearby actions the critic must learn are ~0.05 (docs/results/trqam.md section 6.6)
+        with torch.autocast(obs.device.type, enabled=False):
+            obs = obs.float().expand(*action.shape[:-1], self.obs_dim)
+            h = torch.cat([obs, action.float()], dim=-1).reshape(-1, obs.shape[-1] + action.shape[-1])  # (B, S+D)
+            h = h.unsqueeze(0).expand(self.n, *h.shape)  # (N, B, S+D)
+            for lin, w, b in zip(self.linears, self.ln_w, self.ln_b, strict=True):
+                h = lin(h)
+                if self.layer_norm:
+                    h = F.layer_norm(h, h.shape[-1:]) * w + b
+                h = F.gelu(h)
+            q = self.head(h).squeeze(-1)  # (N, B)
         return q.reshape(self.n, *action.shape[:-1])
 
 

@@ -46,13 +46,12 @@ class TrainConfig:
     offline_steps: int = 1000
     """Gradient updates on the offline dataset."""
     online_steps: int = 0
-    """Env steps of the online phase, one update after each (UTD 1)."""
+    """Env steps of the online phase, one update after each (UTD 1) from `start_training` on."""
     batch_size: int = 256
     """Chunks per update."""
     start_training: int = 0
-    """Online env steps collected before the first online update (the official OGBench code: 5,000, so the
-    critic first sees some on-policy data); the env steps before it are counted as steps but update nothing.
-    0 or 1 = update from the first online step."""
+    """Online env step at which the online updates start (the official OGBench code: 5,000); the env steps
+    before it are collected and counted as steps but update nothing. 0 or 1 = update from the first online step."""
     eval_every: int = 0
     """Updates between evaluations (0 = only at the end)."""
     eval_episodes: int = 10
