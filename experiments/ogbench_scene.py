@@ -10,8 +10,9 @@
 `run BATCH` starts every run of the batch that has no summary.json yet, resuming the ones with a checkpoint
 (`--run.resume`), one after another on one training thread plus one evaluation process (start two copies of the
 same batch for two cores: a run is held by a lock file while it runs). The runs use `--preset cpu-scene` (4x256,
-N_Q 2, batch 256, from scratch, 50K offline updates, 50-episode evaluations every 10K) with `--agent.bf16` unless
-BF16=false (use BF16=false on CPUs without native bf16: it is several times slower there). The multiplier-1 cells
+N_Q 2, batch 256, from scratch, 50K offline updates, 50-episode evaluations every 10K) with `--agent.bf16` (the
+flows in bf16, the critic in fp32) where the CPU has native bf16 (AVX512-BF16 or AMX; elsewhere bf16 is several
+times slower); BF16=true or BF16=false overrides the detection. The multiplier-1 cells
 of the sensitivity sweep are the main comparison's offline evaluations. It needs the 1000 + 100 episode dataset
 (`tether flow data --env scene-play --episodes 1000 --workers 2 --out data/ogbench`).
 
@@ -64,8 +65,18 @@ def batch(name: str) -> list[tuple[int, str, float | None, int, list[str]]]:
     raise SystemExit(f"batch {name!r}: expected one of ['pilot', 'main', 'sensitivity']")
 
 
+def native_bf16() -> bool:
+    """The CPU computes bf16 natively (AVX512-BF16 or AMX): only there is `--agent.bf16` faster than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def run(name: str) -> None:
-    flags = ["--preset", "cpu-scene", "--agent.bf16", os.environ.get("BF16", "true")]
+    bf16 = os.environ.get("BF16", "auto")
+    flags = ["--preset", "cpu-scene", "--agent.bf16", str(native_bf16()).lower() if bf16 == "auto" else bf16]
     for task, method, value, seed, extra in batch(name):
         out = ROOT / run_name(task, method, value, seed)
         last = 50_000 + (int(extra[extra.index("--schedule.online-steps") + 1])
