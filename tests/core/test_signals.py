@@ -86,11 +86,17 @@ if __name__ == "__main__":
 """
 
 
+def _default_sigint() -> None:
+    # the child of a terminal user: Ctrl-C at its default even when pytest itself runs as a background job (a
+    # non-interactive shell starts those with SIGINT ignored, which a child inherits and graceful_stop respects)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp_path: Path, source: str, *args: str) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(source)
     return subprocess.Popen([sys.executable, str(script), *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, bufsize=0)
+                            stderr=subprocess.PIPE, bufsize=0, preexec_fn=_default_sigint)
 
 
 def _line(stream, timeout: float = 60.0) -> str:
