@@ -1,16 +1,18 @@
 """The DCMDP testbed grid of docs/results/dcmdp.md: resumable, one JSON line per finished run.
 
 usage:
-  python experiments/dcmdp_grid.py calibrate             noise scales giving step-0 delta-bar = c and 4c (per base)
-  python experiments/dcmdp_grid.py probe --step 0|100    `tether lm grad-bias` on the dense base, int4 and noisy
-  python experiments/dcmdp_grid.py cells [--limit N]     the training cells in the issue's order
+  python experiments/dcmdp_grid.py calibrate [--base B]  noise scales giving step-0 delta-bar = c and 4c (per base)
+  python experiments/dcmdp_grid.py probe --step 0|100 [--base dense4k]   `tether lm grad-bias`, int4 and noisy
+  python experiments/dcmdp_grid.py cells [--limit N] [--only A,B]   the training cells in the issue's order
   python experiments/dcmdp_grid.py list                  the cells, in order, with their state
 
-Every heavy job runs as `flock /tmp/tether-heavy.lock timeout 1140 ...` (<= 20 min, so other jobs get the CPU);
+Every heavy job runs as `flock /tmp/tether-heavy.lock timeout 1140 ...` (<= 20 min, so other jobs get the CPU;
+TETHER_HEAVY_LOCK=FILE takes another lock, e.g. to run next to the intrinsic grid on the other core);
 a training cell that is cut by the timeout saves at the next step boundary (SIGTERM) and the next call resumes it
 with --run.resume. A cell whose line is already in docs/results/data/dcmdp_runs.jsonl is skipped.
 
-Cells: bases dense (long) then MoE (long-moe, top-1 of 4 experts); engines fp32 (control, `none` only), int4,
+Cells: bases dense (long), MoE (long-moe, top-1 of 4 experts), then dense4k (long4k: the dense base pretrained
+4000 steps instead of 1000, which solves more of its problems); engines fp32 (control, `none` only), int4,
 logit noise at c and at 4c (c = 0.0037, the DCMDP tolerance); minibatches 1 then 4; arms none, tis_token (C = 2),
 mis_seq, icepop [0.5, 5], dcmdp token_immediate and differentiable at lambda_max 1, 3, 10 (normalised dual step);
 seed 0 of every cell first, then seeds 1 and 2 (seeds are cut before arms). 400 steps of 16 prompts x 8, lr 3e-5,
@@ -38,14 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 from dcmdp_eval import evaluate_run  # noqa: E402
 
-LOCK = "/tmp/tether-heavy.lock"
+LOCK = os.environ.get("TETHER_HEAVY_LOCK", "/tmp/tether-heavy.lock")
+"""Set TETHER_HEAVY_LOCK to another file to run this next to a heavy job (two cores, no timing taken)."""
 JOB_SECONDS = 1140
 TETHER = str(ROOT / ".venv" / "bin" / "tether")
 DATA = ROOT / "docs" / "results" / "data"
 RUNS_JSONL = DATA / "dcmdp_runs.jsonl"
 PROBE_JSONL = DATA / "dcmdp_probe.jsonl"
 CALIBRATION = DATA / "dcmdp_calibration.json"
-BASES = {"dense": "tether/lm/dcmdp/bases/long", "moe": "tether/lm/dcmdp/bases/long-moe"}
+BASES = {"dense": "tether/lm/dcmdp/bases/long", "moe": "tether/lm/dcmdp/bases/long-moe",
+         "dense4k": "tether/lm/dcmdp/bases/long4k"}
+"""dense4k is the dense base pretrained 4x longer (4000 steps), one the fp32 control can improve on."""
 C = 0.0037
 STEPS = 400
 TASK = ["--task.difficulty", "12", "--rollout.max-new-tokens", "128"]
@@ -74,7 +79,7 @@ def cells() -> list[Cell]:
     """Every cell in the issue's order, seed 0 of everything before seeds 1 and 2."""
     out = []
     for seed in (0, 1, 2):
-        for base in ("dense", "moe"):
+        for base in ("dense", "moe", "dense4k"):
             for mb in (1, 4):
                 out.append(Cell(base, "fp32", "", "none", None, mb, seed))
                 for engine, cal in (("int4", ""), ("noisy", "c"), ("noisy", "4c")):
@@ -86,7 +91,7 @@ def calibration() -> dict:
     return json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
 
 
-def calibrate() -> dict:
+def calibrate(bases: list[str]) -> dict:
     """Noise scales whose step-0 delta-bar is c and 4c on each base (held-out prompts of the training setting)."""
     from tether.lm.dcmdp.mismatch import MismatchConfig, calibrate_logit_noise, load_policy
     from tether.lm.grpo.config import TaskSpec
@@ -95,8 +100,8 @@ def calibrate() -> dict:
     torch.set_num_threads(1)
     out = calibration()
     tok = CharTokenizer()
-    for base, path in BASES.items():
-        policy = load_policy(path, tok)
+    for base in bases:
+        policy = load_policy(BASES[base], tok)
         cfg = MismatchConfig(task=TaskSpec(difficulty=12), n_prompts=64, samples=4, max_new_tokens=128, vocab=False)
         for label, target in (("c", C), ("4c", 4 * C)):
             if f"{base}/{label}" in out:
@@ -198,24 +203,24 @@ def summarise(cell: Cell, run: Path, fp32: dict) -> dict:
     }
 
 
-def probe(step: int, root: Path) -> None:
-    """grad-bias for none/TIS/IcePop/DCMDP on the dense base with int4 and noisy engines, at step 0 or a run's step."""
+def probe(step: int, root: Path, base: str = "dense") -> None:
+    """grad-bias for none/TIS/IcePop/DCMDP on a dense base with int4 and noisy engines, at step 0 or a run's step."""
     cal = calibration()
     done = {(r["tag"], r["correction"]) for r in _rows(PROBE_JSONL)}
     jobs = []
     for engine, label in (("int4", ""), ("noisy", "c"), ("noisy", "4c")):
-        tag = f"dense/{engine}{'-' + label if label else ''}/step{step}"
+        tag = f"{base}/{engine}{'-' + label if label else ''}/step{step}"
         if any(t == tag for t, _ in done):
             continue
         if step == 0:
-            ckpt = BASES["dense"]
+            ckpt = BASES[base]
         else:  # the uncorrected run's own weights at that step
-            run = run_dir_of(Cell("dense", engine, label, "none", None, 1, 0), root)
+            run = run_dir_of(Cell(base, engine, label, "none", None, 1, 0), root)
             ckpt = str(run / "checkpoints" / f"step_{step:07d}")
             if not Path(ckpt).exists():
                 print(f"{tag}: {ckpt} does not exist yet (run that cell first)", flush=True)
                 continue
-        eng = (["--precision", "fp32", "--logit-noise", f"{cal[f'dense/{label}']['logit_noise']:.6g}"]
+        eng = (["--precision", "fp32", "--logit-noise", f"{cal[f'{base}/{label}']['logit_noise']:.6g}"]
                if engine == "noisy" else ["--precision", engine])
         jobs.append([TETHER, "lm", "grad-bias", "--checkpoint", ckpt, *eng, "--corrections",
                      "none,tis_token,icepop,dcmdp", *TASK[:2], "--max-new-tokens", "128", "--n-prompts", "64",
@@ -229,20 +234,26 @@ def main(argv: list[str]) -> int:
     ap.add_argument("what", choices=["calibrate", "probe", "cells", "list"])
     ap.add_argument("--step", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="run at most this many unfinished cells (0 = all)")
-    ap.add_argument("--only", default="", help="run only cells whose name contains this string")
+    ap.add_argument("--only", default="", help="run only cells whose name contains one of these comma-separated "
+                    "strings (in the grid's order)")
+    ap.add_argument("--base", default="", help="calibrate / probe: this base only (default: calibrate all, "
+                    "probe dense)")
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "dcmdp2")
     a = ap.parse_args(argv)
+    if a.base and a.base not in BASES:
+        raise SystemExit(f"--base {a.base!r}: expected one of {sorted(BASES)}")
     if a.what == "calibrate":
-        calibrate()
+        calibrate([a.base] if a.base else list(BASES))
     elif a.what == "probe":
-        probe(a.step, a.root)
+        probe(a.step, a.root, a.base or "dense")
     elif a.what == "list":
         for c in cells():
             print(("done " if finished(c) else "     ") + c.name)
     else:
         if not calibration():
             raise SystemExit("run `python experiments/dcmdp_grid.py calibrate` first (the noisy cells need it)")
-        todo = [c for c in cells() if not finished(c) and a.only in c.name]
+        only = a.only.split(",")
+        todo = [c for c in cells() if not finished(c) and any(o in c.name for o in only)]
         for c in todo[: a.limit or None]:
             run_cell(c, a.root)
     return 0

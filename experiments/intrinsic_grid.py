@@ -44,7 +44,8 @@ CURVES = DATA / "intrinsic_curves.jsonl"
 IDENTITY = ("base", "temperature", "corpus", "reward", "kl_beta", "advantage", "lr", "seed")
 """The keys of a line that name its cell: a committed line stands for a cell whose run directory is not here."""
 BAND = 0.02
-HEAVY_LOCK = "/tmp/tether-heavy.lock"
+HEAVY_LOCK = os.environ.get("TETHER_HEAVY_LOCK", "/tmp/tether-heavy.lock")
+"""Set TETHER_HEAVY_LOCK to another file to run this next to a heavy job (two cores, no timing taken)."""
 STEPS = 200
 SWEEP_LRS = (1e-6, 3e-6, 5e-6, 1e-5, 3e-5)
 KEYS = ("base", "temperature", "corpus", "reward", "kl_beta", "advantage", "lr", "seed", "steps", "acc_step0",
@@ -188,12 +189,15 @@ def batches() -> dict[str, list[dict]]:
                       for b in ("strong-T1.5", "medium")]
     out["bases"] = [cell(b, r, 0.0, z, lr, 0) for b in ("weak", "medium-check", "strong-T2.0", "anti")
                     for r in REWARDS]
+    # the lens on every base: the high lr on the bases of the `bases` batch, for more successes and failures
+    out["lens-lr-bases"] = [cell(b, r, 0.0, z, lrs[2], 0) for b in ("strong-T2.0", "anti", "medium-check", "weak")
+                            for r in PRIORITY]
     out["seeds"] = [cell(b, r, 0.0, z, lr, s) for s in (1, 2) for b in ("strong-T1.5", "medium", "weak",
                                                                           "medium-check", "strong-T2.0", "anti")
                     for r in REWARDS]
     out["kl-adv"] = [cell(b, r, kl, a, lr, s) for s in SEEDS for b in BASES for r in REWARDS
                      for kl in KL for a in ADVANTAGES if (kl, a) != (0.0, z)]
-    out["full"] = [c for name in ("core", "lens-lr", "bases", "seeds", "kl-adv") for c in out[name]]
+    out["full"] = [c for name in ("core", "lens-lr", "bases", "lens-lr-bases", "seeds", "kl-adv") for c in out[name]]
     return out
 
 
