@@ -5,6 +5,8 @@ usage:
   python experiments/dcmdp_grid.py probe --step 0|100 [--base dense4k]   `tether lm grad-bias`, int4 and noisy
   python experiments/dcmdp_grid.py cells [--limit N] [--only A,B]   the training cells in the issue's order
   python experiments/dcmdp_grid.py list                  the cells, in order, with their state
+  python experiments/dcmdp_grid.py curves                curve lines of finished cells that have none (from runs/)
+  python experiments/dcmdp_grid.py plot [--base B]       accuracy and delta-bar vs step, 1 minibatch, from the lines
 
 Every heavy job runs as `flock /tmp/tether-heavy.lock timeout 1140 ...` (<= 20 min, so other jobs get the CPU;
 TETHER_HEAVY_LOCK=FILE takes another lock, e.g. to run next to the intrinsic grid on the other core);
@@ -48,6 +50,9 @@ DATA = ROOT / "docs" / "results" / "data"
 RUNS_JSONL = DATA / "dcmdp_runs.jsonl"
 PROBE_JSONL = DATA / "dcmdp_probe.jsonl"
 CALIBRATION = DATA / "dcmdp_calibration.json"
+CURVES_JSONL = DATA / "dcmdp_curves.jsonl"
+"""Per finished cell: held-out deployed accuracy at every evaluation and the trainer's delta-bar every 10 steps."""
+FIGURE = ROOT / "docs" / "results" / "figures" / "dcmdp_BASE.png"
 BASES = {"dense": "tether/lm/dcmdp/bases/long", "moe": "tether/lm/dcmdp/bases/long-moe",
          "dense4k": "tether/lm/dcmdp/bases/long4k"}
 """dense4k is the dense base pretrained 4x longer (4000 steps), one the fp32 control can improve on."""
@@ -173,8 +178,58 @@ def run_cell(cell: Cell, root: Path, max_jobs: int = 4) -> bool:
     line = summarise(cell, run, fp32)
     with open(RUNS_JSONL, "a") as f:
         f.write(json.dumps(line) + "\n")
+    with open(CURVES_JSONL, "a") as f:
+        f.write(json.dumps(curve(cell, run)) + "\n")
     print(json.dumps(line), flush=True)
     return True
+
+
+def curve(cell: Cell, run: Path) -> dict:
+    evals, metrics = _rows(run / "eval.jsonl"), _rows(run / "metrics.jsonl")
+    return {"cell": cell.name, "eval_steps": [int(r["step"]) for r in evals],
+            "acc_deployed": [r["eval/heldout/sample_acc"] for r in evals],
+            "steps": [int(r["step"]) for r in metrics[::10]],
+            "delta_mean": [r.get("mismatch/delta_mean") for r in metrics[::10]]}
+
+
+def backfill_curves(root: Path) -> None:
+    have = {r["cell"] for r in _rows(CURVES_JSONL)}
+    for c in cells():
+        run = run_dir_of(c, root)
+        if finished(c) and c.name not in have and (run / "eval.jsonl").exists():
+            with open(CURVES_JSONL, "a") as f:
+                f.write(json.dumps(curve(c, run)) + "\n")
+            print(f"curve of {c.name}", flush=True)
+
+
+def plot(base: str) -> None:
+    """Deployed held-out accuracy and delta-bar vs step of every 1-minibatch seed-0 cell of `base` (from the lines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in _rows(CURVES_JSONL) if r["cell"].startswith(f"{base}/") and "/mb1/" in r["cell"]
+            and r["cell"].endswith("/s0")]
+    if not rows:
+        raise SystemExit(f"{CURVES_JSONL}: no seed-0, 1-minibatch curves of base {base!r}")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in sorted(rows, key=lambda r: r["cell"]):
+        label = r["cell"][len(base) + 1:].replace("/mb1/", " ").removesuffix("/s0")
+        style = "-" if "/none" in r["cell"] or "dcmdp" not in r["cell"] else "--"
+        ax1.plot(r["eval_steps"], r["acc_deployed"], style, marker="o", ms=3, label=label)
+        pts = [(t, d) for t, d in zip(r["steps"], r["delta_mean"], strict=True) if d is not None]
+        if pts and "fp32" not in r["cell"]:
+            ax2.plot(*zip(*pts, strict=True), style, label=label)
+    ax1.set(xlabel="GRPO step", ylabel="held-out sampled accuracy (deployed engine)", title=f"{base}, 1 minibatch, seed 0")
+    ax2.set(xlabel="GRPO step", ylabel="mean |p_train - p_infer| on sampled tokens (delta-bar)", yscale="log")
+    ax2.axhline(C, color="k", lw=0.8, ls=":", label="c = 0.0037")
+    ax1.legend(fontsize=6)
+    ax2.legend(fontsize=6)
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE.with_name(f"dcmdp_{base}.png"), dpi=120)
+    print(f"wrote {FIGURE.with_name(f'dcmdp_{base}.png')}", file=sys.stderr)
 
 
 def summarise(cell: Cell, run: Path, fp32: dict) -> dict:
@@ -231,7 +286,7 @@ def probe(step: int, root: Path, base: str = "dense") -> None:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["calibrate", "probe", "cells", "list"])
+    ap.add_argument("what", choices=["calibrate", "probe", "cells", "list", "curves", "plot"])
     ap.add_argument("--step", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="run at most this many unfinished cells (0 = all)")
     ap.add_argument("--only", default="", help="run only cells whose name contains one of these comma-separated "
@@ -246,6 +301,10 @@ def main(argv: list[str]) -> int:
         calibrate([a.base] if a.base else list(BASES))
     elif a.what == "probe":
         probe(a.step, a.root, a.base or "dense")
+    elif a.what == "curves":
+        backfill_curves(a.root)
+    elif a.what == "plot":
+        plot(a.base or "dense4k")
     elif a.what == "list":
         for c in cells():
             print(("done " if finished(c) else "     ") + c.name)
