@@ -52,7 +52,7 @@ PROBE_JSONL = DATA / "dcmdp_probe.jsonl"
 CALIBRATION = DATA / "dcmdp_calibration.json"
 CURVES_JSONL = DATA / "dcmdp_curves.jsonl"
 """Per finished cell: held-out deployed accuracy at every evaluation and the trainer's delta-bar every 10 steps."""
-FIGURE = ROOT / "docs" / "results" / "figures" / "dcmdp_BASE.png"
+FIGURES = ROOT / "docs" / "results" / "figures"
 BASES = {"dense": "tether/lm/dcmdp/bases/long", "moe": "tether/lm/dcmdp/bases/long-moe",
          "dense4k": "tether/lm/dcmdp/bases/long4k"}
 """dense4k is the dense base pretrained 4x longer (4000 steps), one the fp32 control can improve on."""
@@ -227,9 +227,10 @@ def plot(base: str) -> None:
     ax1.legend(fontsize=6)
     ax2.legend(fontsize=6)
     fig.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE.with_name(f"dcmdp_{base}.png"), dpi=120)
-    print(f"wrote {FIGURE.with_name(f'dcmdp_{base}.png')}", file=sys.stderr)
+    out = FIGURES / f"dcmdp_{base}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def summarise(cell: Cell, run: Path, fp32: dict) -> dict:
