@@ -221,7 +221,8 @@ def plot(base: str) -> None:
         pts = [(t, d) for t, d in zip(r["steps"], r["delta_mean"], strict=True) if d is not None]
         if pts and "fp32" not in r["cell"]:
             ax2.plot(*zip(*pts, strict=True), style, label=label)
-    ax1.set(xlabel="GRPO step", ylabel="held-out sampled accuracy (deployed engine)", title=f"{base}, 1 minibatch, seed 0")
+    ax1.set(xlabel="GRPO step", ylabel="held-out sampled accuracy (deployed engine)",
+            title=f"{base}, 1 minibatch, seed 0")
     ax2.set(xlabel="GRPO step", ylabel="mean |p_train - p_infer| on sampled tokens (delta-bar)", yscale="log")
     ax2.axhline(C, color="k", lw=0.8, ls=":", label="c = 0.0037")
     ax1.legend(fontsize=6)
