@@ -150,8 +150,9 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def finished(cell: Cell) -> bool:
-    return any(r.get("cell") == cell.name for r in _rows(RUNS_JSONL))
+def finished() -> set[str]:
+    """Names of the cells that have a line in RUNS_JSONL (read once per command, not once per cell)."""
+    return {r.get("cell") for r in _rows(RUNS_JSONL)}
 
 
 def run_dir_of(cell: Cell, root: Path) -> Path:
@@ -193,10 +194,10 @@ def curve(cell: Cell, run: Path) -> dict:
 
 
 def backfill_curves(root: Path) -> None:
-    have = {r["cell"] for r in _rows(CURVES_JSONL)}
+    have, done = {r["cell"] for r in _rows(CURVES_JSONL)}, finished()
     for c in cells():
         run = run_dir_of(c, root)
-        if finished(c) and c.name not in have and (run / "eval.jsonl").exists():
+        if c.name in done and c.name not in have and (run / "eval.jsonl").exists():
             with open(CURVES_JSONL, "a") as f:
                 f.write(json.dumps(curve(c, run)) + "\n")
             print(f"curve of {c.name}", flush=True)
@@ -308,13 +309,14 @@ def main(argv: list[str]) -> int:
     elif a.what == "plot":
         plot(a.base or "dense4k")
     elif a.what == "list":
+        done = finished()
         for c in cells():
-            print(("done " if finished(c) else "     ") + c.name)
+            print(("done " if c.name in done else "     ") + c.name)
     else:
         if not calibration():
             raise SystemExit("run `python experiments/dcmdp_grid.py calibrate` first (the noisy cells need it)")
-        only = a.only.split(",")
-        todo = [c for c in cells() if not finished(c) and any(o in c.name for o in only)]
+        only, done = a.only.split(","), finished()
+        todo = [c for c in cells() if c.name not in done and any(o in c.name for o in only)]
         for c in todo[: a.limit or None]:
             run_cell(c, a.root)
     return 0
